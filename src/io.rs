@@ -1,0 +1,222 @@
+//! Output plumbing shared by all stages: atomic writes, Parquet, progress bars, number formatting.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use polars::prelude::*;
+
+/// The temporary name an output is written under before it is renamed into place.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// An output being written under its temporary name: [`commit`](Self::commit) renames it into
+/// place; dropped uncommitted (an error, a panic), the temporary file is removed. A crash
+/// therefore never leaves a half-written file under a name a later stage would trust.
+pub struct AtomicPath {
+    path: PathBuf,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+impl AtomicPath {
+    pub fn new(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(AtomicPath {
+            path: path.to_path_buf(),
+            tmp: temp_path(path),
+            committed: false,
+        })
+    }
+    pub fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+    pub fn commit(mut self) -> Result<()> {
+        fs::rename(&self.tmp, &self.path).with_context(|| {
+            format!("renaming {} to {}", self.tmp.display(), self.path.display())
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for AtomicPath {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `path` through `write(tmp)` and renames the result into place only on success.
+pub fn write_atomic<T>(path: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let out = AtomicPath::new(path)?;
+    let v = write(out.tmp())?;
+    out.commit()?;
+    Ok(v)
+}
+
+/// Writes a DataFrame as zstd Parquet, atomically.
+pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
+    write_atomic(path, |tmp| {
+        let file = File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let written = ParquetWriter::new(file)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(df);
+        Context::with_context(written, || format!("writing {}", path.display()))?;
+        Ok(())
+    })
+}
+
+/// Reads a whole Parquet file (lazily scanned, collected once).
+pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    Context::with_context(scan_parquet(path)?.collect(), || {
+        format!("reading {}", path.display())
+    })
+}
+
+/// A lazy scan of a Parquet file with a clear error when it is missing.
+pub fn scan_parquet(path: &Path) -> Result<LazyFrame> {
+    anyhow::ensure!(
+        path.is_file(),
+        "{} not found: run the stage that writes it first",
+        path.display()
+    );
+    let p = path.to_string_lossy();
+    let scan = LazyFrame::scan_parquet(PlRefPath::from(p.as_ref()), ScanArgsParquet::default());
+    Context::with_context(scan, || format!("opening {}", path.display()))
+}
+
+/// Opens a `.jsonl` or `.jsonl.gz` file for line reading (`.gz` is decided by the name).
+/// The bar, sized to the file on disk, advances with the bytes read from disk.
+pub fn open_lines(path: &Path, quiet: bool) -> Result<(Box<dyn BufRead + Send>, ProgressBar)> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let pb = progress_bytes(size, &name, quiet);
+    let counted = pb.wrap_read(file);
+    let inner: Box<dyn Read + Send> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            1 << 20,
+            counted,
+        )))
+    } else {
+        Box::new(counted)
+    };
+    Ok((Box::new(BufReader::with_capacity(1 << 20, inner)), pb))
+}
+
+/// A progress bar over `len` units, hidden with `--quiet`.
+pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>14} [{bar:30}] {human_pos}/{human_len} ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+/// A byte-based progress bar (reading raw files), hidden with `--quiet`.
+pub fn progress_bytes(len: u64, what: &str, quiet: bool) -> ProgressBar {
+    let pb = progress(len, what, quiet);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>14} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb
+}
+
+/// True when every output exists and is at least as new as every input (make-style).
+pub fn is_fresh(outputs: &[PathBuf], inputs: &[PathBuf]) -> bool {
+    let mtime = |p: &PathBuf| fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_input = inputs
+        .iter()
+        .map(mtime)
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().max());
+    let oldest_output = outputs
+        .iter()
+        .map(mtime)
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().min());
+    match (oldest_output, newest_input) {
+        (Some(out), Some(inp)) => out >= inp,
+        (Some(_), None) => inputs.is_empty(),
+        _ => false,
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: impl Into<u64>) -> String {
+    let s = n.into().to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0u64), "0");
+        assert_eq!(thousands(999u64), "999");
+        assert_eq!(thousands(1000u64), "1,000");
+        assert_eq!(thousands(701528u64), "701,528");
+    }
+
+    #[test]
+    fn failed_write_leaves_no_file_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("x.parquet");
+        let r: Result<()> = write_atomic(&out, |tmp| {
+            std::fs::write(tmp, b"half")?;
+            anyhow::bail!("boom")
+        });
+        assert!(r.is_err());
+        assert!(!out.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn seed_cutoff_formats_as_utc() {
+        assert_eq!(utc(1621867671638), "2021-05-24 14:47:51 UTC");
+    }
+}

@@ -1,0 +1,130 @@
+//! Where every file of a data root lives: the one place for file names.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::error::InputError;
+
+/// The three time-based splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+impl Split {
+    pub const ALL: [Split; 3] = [Split::Train, Split::Valid, Split::Test];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Paths of one data root (`--data-dir`) for one category (`--category`).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+    pub category: String,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>, category: &str) -> Self {
+        Layout {
+            root: root.into(),
+            category: category.to_string(),
+        }
+    }
+
+    pub fn raw_dir(&self) -> PathBuf {
+        self.root.join("raw")
+    }
+    pub fn processed_dir(&self) -> PathBuf {
+        self.root.join("processed")
+    }
+    pub fn lancedb_dir(&self) -> PathBuf {
+        self.root.join("lancedb")
+    }
+    pub fn evaluation_dir(&self) -> PathBuf {
+        self.root.join("evaluation")
+    }
+
+    /// `raw/{Cat}.jsonl` or `raw/{Cat}.jsonl.gz`, whichever exists.
+    pub fn raw_reviews(&self) -> Result<PathBuf, InputError> {
+        find_jsonl(&self.raw_dir(), &self.category)
+    }
+    /// `raw/meta_{Cat}.jsonl` or `raw/meta_{Cat}.jsonl.gz`, whichever exists.
+    pub fn raw_meta(&self) -> Result<PathBuf, InputError> {
+        find_jsonl(&self.raw_dir(), &format!("meta_{}", self.category))
+    }
+    /// Ground truth of `data synth`: which attributes each review mentions.
+    pub fn synth_truth(&self) -> PathBuf {
+        synth_truth_path(&self.raw_dir(), &self.category)
+    }
+
+    pub fn reviews(&self, split: Split) -> PathBuf {
+        self.processed_dir()
+            .join(format!("reviews_{split}.parquet"))
+    }
+    pub fn keywords(&self, split: Split) -> PathBuf {
+        self.processed_dir()
+            .join(format!("keywords_{split}.parquet"))
+    }
+    pub fn summaries(&self) -> PathBuf {
+        self.processed_dir().join("summaries.parquet")
+    }
+    pub fn items(&self) -> PathBuf {
+        self.processed_dir().join("items.parquet")
+    }
+    pub fn training_pairs(&self) -> PathBuf {
+        self.processed_dir().join("training_pairs.parquet")
+    }
+    /// The resumable cache of one LLM task (`keywords`, `description_summaries`).
+    pub fn llm_cache(&self, task: &str) -> PathBuf {
+        self.root
+            .join("cache")
+            .join("llm")
+            .join(format!("{task}.jsonl"))
+    }
+    /// Cutoffs and counts of the last `etl split`, for later stages.
+    pub fn split_info(&self) -> PathBuf {
+        self.processed_dir().join("split.json")
+    }
+}
+
+/// Names of the three files `data synth` writes into `dir`.
+pub fn synth_paths(dir: &Path, category: &str, gzip: bool) -> (PathBuf, PathBuf) {
+    let ext = if gzip { "jsonl.gz" } else { "jsonl" };
+    (
+        dir.join(format!("{category}.{ext}")),
+        dir.join(format!("meta_{category}.{ext}")),
+    )
+}
+
+pub fn synth_truth_path(dir: &Path, category: &str) -> PathBuf {
+    dir.join(format!("{category}.truth.jsonl"))
+}
+
+fn find_jsonl(dir: &Path, stem: &str) -> Result<PathBuf, InputError> {
+    let candidates = [
+        dir.join(format!("{stem}.jsonl")),
+        dir.join(format!("{stem}.jsonl.gz")),
+    ];
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| InputError::File {
+        file: candidates[0].clone(),
+        message: format!(
+            "not found (nor {}); download the Amazon Reviews 2023 files there, or run `recsys data synth`",
+            candidates[1].display()
+        ),
+    })
+}

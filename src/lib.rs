@@ -1,0 +1,17 @@
+//! recsys: Amazon product reviews → a two-stage recommender (see DESIGN.md).
+//!
+//! Each stage is a module with one entry function `run(ctx, cfg) -> Result<Summary>`;
+//! the CLI (`main.rs`), the tests and the benches call the same functions.
+
+pub mod cols;
+pub mod context;
+pub mod data;
+pub mod error;
+pub mod etl;
+pub mod io;
+pub mod layout;
+pub mod llm;
+
+pub use context::Ctx;
+pub use error::InputError;
+pub use layout::{Layout, Split};

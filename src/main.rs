@@ -1,0 +1,152 @@
+//! The `recsys` command line: argument parsing and dispatch only; the work lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use recsys::Ctx;
+use recsys::data::synth::{self, SynthConfig};
+use recsys::etl::build_items::{self, BuildItemsConfig};
+use recsys::etl::keywords::{self, KeywordsConfig};
+use recsys::etl::pairs::{self, PairsConfig};
+use recsys::etl::split::{self, SplitConfig};
+use recsys::etl::summaries::{self, SummariesConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "recsys",
+    version,
+    about = "Product reviews → a two-stage recommender (retrieval + re-ranking)"
+)]
+struct Cli {
+    /// Data root: every stage reads and writes under it (raw/, processed/, lancedb/, evaluation/)
+    #[arg(long, global = true, default_value = "data", env = "RECSYS_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Amazon Reviews 2023 category: reads raw/{CATEGORY}.jsonl[.gz] and raw/meta_{CATEGORY}.jsonl[.gz]
+    #[arg(long, global = true, default_value = "All_Beauty")]
+    category: String,
+    /// Seed for every random choice (same inputs and seed give the same outputs)
+    #[arg(long, global = true, default_value_t = 42)]
+    seed: u64,
+    /// Hide progress bars and summaries
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Raw data: synthetic Amazon Reviews 2023-shaped files
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// ETL: time split, keywords, description summaries, the item table
+    #[command(subcommand)]
+    Etl(EtlCommand),
+    /// The LanceDB item index (not implemented yet)
+    #[command(subcommand)]
+    Index(IndexCommand),
+    /// Ad-hoc search of the item index (not implemented yet)
+    Search(NotYet),
+    /// Fine-tuning data and models: pairs (retriever, mine-negatives, ranker: not implemented yet)
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// Top-K candidates per held-out review (not implemented yet)
+    Retrieve(NotYet),
+    /// Recall@K, MRR and NDCG@5 from candidate files (not implemented yet)
+    Eval(NotYet),
+    /// Re-rank candidates with the XGBoost ranker (not implemented yet)
+    Rerank(NotYet),
+    /// Run every stage in order (not implemented yet)
+    Pipeline(NotYet),
+}
+
+#[derive(Subcommand, Debug)]
+enum DataCommand {
+    /// Write synthetic reviews, metadata and ground truth in the exact 2023 schema
+    Synth(SynthConfig),
+}
+
+#[derive(Subcommand, Debug)]
+enum EtlCommand {
+    /// Time-based split → processed/reviews_{train,valid,test}.parquet
+    Split(SplitConfig),
+    /// WHO/WHEN/WHY keywords per review → processed/keywords_{split}.parquet
+    Keywords(KeywordsConfig),
+    /// LLM summaries of long item descriptions → processed/summaries.parquet (cached)
+    Summaries(SummariesConfig),
+    /// The item table → processed/items.parquet (runs missing split/keywords/summaries first)
+    BuildItems(BuildItemsConfig),
+}
+
+#[derive(Subcommand, Debug)]
+enum IndexCommand {
+    /// Encode items into LanceDB (not implemented yet)
+    Build(NotYet),
+}
+
+#[derive(Subcommand, Debug)]
+enum TrainCommand {
+    /// (query, positive[, negative]) rows from TRAIN reviews → processed/training_pairs.parquet
+    Pairs(PairsConfig),
+    /// Contrastive fine-tuning of the encoder (not implemented yet)
+    Retriever(NotYet),
+    /// Hard negatives from the current model (not implemented yet)
+    MineNegatives(NotYet),
+    /// XGBoost learning-to-rank model (not implemented yet)
+    Ranker(NotYet),
+}
+
+/// A command that exists in the design but is not built yet: it takes any arguments and exits 2.
+#[derive(Args, Debug)]
+struct NotYet {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+fn not_implemented(what: &str) -> ExitCode {
+    eprintln!(
+        "recsys {what}: not implemented yet (see DESIGN.md and the open issues); nothing was written"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Ctx::new(&cli.data_dir, &cli.category, cli.seed, cli.quiet);
+    let result: anyhow::Result<String> = match &cli.command {
+        Command::Data(DataCommand::Synth(cfg)) => synth::run(&ctx, cfg).map(|s| s.to_string()),
+        Command::Etl(EtlCommand::Split(cfg)) => split::run(&ctx, cfg).map(|s| s.to_string()),
+        Command::Etl(EtlCommand::Keywords(cfg)) => keywords::run(&ctx, cfg).map(|s| s.to_string()),
+        Command::Etl(EtlCommand::Summaries(cfg)) => {
+            summaries::run(&ctx, cfg).map(|s| s.to_string())
+        }
+        Command::Etl(EtlCommand::BuildItems(cfg)) => {
+            build_items::run(&ctx, cfg).map(|s| s.to_string())
+        }
+        Command::Index(IndexCommand::Build(_)) => return not_implemented("index build"),
+        Command::Search(_) => return not_implemented("search"),
+        Command::Train(TrainCommand::Pairs(cfg)) => pairs::run(&ctx, cfg).map(|s| s.to_string()),
+        Command::Train(TrainCommand::Retriever(_)) => return not_implemented("train retriever"),
+        Command::Train(TrainCommand::MineNegatives(_)) => {
+            return not_implemented("train mine-negatives");
+        }
+        Command::Train(TrainCommand::Ranker(_)) => return not_implemented("train ranker"),
+        Command::Retrieve(_) => return not_implemented("retrieve"),
+        Command::Eval(_) => return not_implemented("eval"),
+        Command::Rerank(_) => return not_implemented("rerank"),
+        Command::Pipeline(_) => return not_implemented("pipeline"),
+    };
+    match result {
+        Ok(summary) => {
+            if !cli.quiet {
+                println!("{summary}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests: small raw files built in a few lines.
+#![allow(dead_code)]
+
+pub mod llm_server;
+
+use std::path::{Path, PathBuf};
+
+use recsys::Ctx;
+use serde_json::json;
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// `../shared/data/All_Beauty_2018_5core.jsonl`, or None (with a note) on a user's clone without it.
+pub fn shared_reviews() -> Option<PathBuf> {
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/All_Beauty_2018_5core.jsonl");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping: {} is absent (only developers and CI have ../shared)",
+            p.display()
+        );
+        None
+    }
+}
+
+/// A valid review line of the 2023 schema.
+pub fn review(parent_asin: &str, timestamp: i64, text: &str) -> String {
+    json!({
+        "rating": 5.0, "title": "Nice", "text": text, "images": [],
+        "asin": parent_asin, "parent_asin": parent_asin, "user_id": "AGKHLEW2SOWHNMFQIJGBECAF7INQ",
+        "timestamp": timestamp, "helpful_vote": 0, "verified_purchase": true
+    })
+    .to_string()
+}
+
+/// A data root with `raw/{category}.jsonl` holding `lines`, and its context.
+pub fn data_root(lines: &[String]) -> (tempfile::TempDir, Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    std::fs::write(raw.join("All_Beauty.jsonl"), lines.join("\n") + "\n").unwrap();
+    let ctx = Ctx::new(dir.path(), "All_Beauty", 7, true);
+    (dir, ctx)
+}
+
+/// Every file under `dir`, recursively, as relative paths.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
