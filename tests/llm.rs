@@ -251,8 +251,10 @@ fn summaries_come_from_the_llm_and_offline_invents_none() {
     assert!(offline.to_string().contains("no summaries invented"));
     assert_eq!(read_parquet(&ctx.layout.summaries()).unwrap().height(), 0);
 
-    let mut c = SummariesConfig::default();
-    c.llm = cfg(Backend::Openai, &server.url).llm;
+    let c = SummariesConfig {
+        llm: cfg(Backend::Openai, &server.url).llm,
+        ..SummariesConfig::default()
+    };
     let s = summaries::run(&ctx, &c).unwrap();
     assert_eq!((s.summarised, s.failed, server.count()), (1, 0, 1));
     build_items::run(&ctx, &BuildItemsConfig::default()).unwrap();

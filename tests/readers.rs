@@ -126,6 +126,13 @@ fn write_lines(dir: &Path, lines: &[&str]) -> std::path::PathBuf {
     p
 }
 
+fn assert_field(e: &InputError, want: &str) {
+    assert!(
+        matches!(e, InputError::Field { field, .. } if field == want),
+        "{e}"
+    );
+}
+
 fn bad_case(bad: &str) -> InputError {
     let dir = tempfile::tempdir().unwrap();
     let good = review("B01", 1_600_000_000_000, "fine");
@@ -153,20 +160,14 @@ fn missing_required_field_names_it() {
     let line = review("B01", 1_600_000_000_000, "x")
         .replace(r#""user_id":"AGKHLEW2SOWHNMFQIJGBECAF7INQ","#, "");
     let e = bad_case(&line);
-    assert!(
-        matches!(&e, InputError::Field { field, .. } if field == "user_id"),
-        "{e}"
-    );
+    assert_field(&e, "user_id");
 }
 
 #[test]
 fn null_required_field_is_missing() {
     let line = review("B01", 1_600_000_000_000, "x").replace(r#""rating":5.0"#, r#""rating":null"#);
     let e = bad_case(&line);
-    assert!(
-        matches!(&e, InputError::Field { field, .. } if field == "rating"),
-        "{e}"
-    );
+    assert_field(&e, "rating");
 }
 
 #[test]
@@ -175,10 +176,7 @@ fn wrong_type_names_field_and_found_value() {
         review("B01", 1_600_000_000_000, "x").replace(r#""rating":5.0"#, r#""rating":"five""#);
     let e = bad_case(&line);
     let msg = e.to_string();
-    assert!(
-        matches!(&e, InputError::Field { field, .. } if field == "rating"),
-        "{msg}"
-    );
+    assert_field(&e, "rating");
     assert!(msg.contains("\"five\""), "{msg}");
 }
 
@@ -186,10 +184,7 @@ fn wrong_type_names_field_and_found_value() {
 fn out_of_range_rating_is_rejected() {
     let line = review("B01", 1_600_000_000_000, "x").replace(r#""rating":5.0"#, r#""rating":7"#);
     let e = bad_case(&line);
-    assert!(
-        matches!(&e, InputError::Field { field, .. } if field == "rating"),
-        "{e}"
-    );
+    assert_field(&e, "rating");
 }
 
 #[test]

@@ -129,8 +129,12 @@ pub fn read_meta(path: &Path, opts: ReadOptions) -> Result<ReadOutcome> {
     })
 }
 
-fn str_col<T>(name: &str, rows: &[T], f: impl Fn(&T) -> &str) -> Column {
-    Column::new(name.into(), rows.iter().map(f).collect::<Vec<&str>>())
+/// A column with one value per row.
+fn col_of<'a, T, V>(name: &str, rows: &'a [T], f: impl Fn(&'a T) -> V) -> Column
+where
+    Series: NamedFrom<Vec<V>, [V]>,
+{
+    Column::new(name.into(), rows.iter().map(f).collect::<Vec<V>>())
 }
 
 /// A `list<str>` column with one list per row.
@@ -161,37 +165,17 @@ pub fn reviews_frame(rows: &[Review]) -> PolarsResult<DataFrame> {
     DataFrame::new(
         rows.len(),
         vec![
-            Column::new(
-                cols::REVIEW_ID.into(),
-                rows.iter().map(|r| r.review_id).collect::<Vec<u64>>(),
-            ),
-            Column::new(
-                cols::RATING.into(),
-                rows.iter().map(|r| r.rating).collect::<Vec<f64>>(),
-            ),
-            str_col(cols::TITLE, rows, |r| &r.title),
-            str_col(cols::TEXT, rows, |r| &r.text),
-            str_col(cols::ASIN, rows, |r| &r.asin),
-            str_col(cols::PARENT_ASIN, rows, |r| &r.parent_asin),
-            str_col(cols::USER_ID, rows, |r| &r.user_id),
-            Column::new(
-                cols::TIMESTAMP.into(),
-                rows.iter().map(|r| r.timestamp).collect::<Vec<i64>>(),
-            ),
-            Column::new(
-                cols::HELPFUL_VOTE.into(),
-                rows.iter().map(|r| r.helpful_vote).collect::<Vec<i64>>(),
-            ),
-            Column::new(
-                cols::VERIFIED_PURCHASE.into(),
-                rows.iter()
-                    .map(|r| r.verified_purchase)
-                    .collect::<Vec<bool>>(),
-            ),
-            Column::new(
-                cols::N_IMAGES.into(),
-                rows.iter().map(|r| r.n_images).collect::<Vec<u32>>(),
-            ),
+            col_of(cols::REVIEW_ID, rows, |r| r.review_id),
+            col_of(cols::RATING, rows, |r| r.rating),
+            col_of(cols::TITLE, rows, |r| r.title.as_str()),
+            col_of(cols::TEXT, rows, |r| r.text.as_str()),
+            col_of(cols::ASIN, rows, |r| r.asin.as_str()),
+            col_of(cols::PARENT_ASIN, rows, |r| r.parent_asin.as_str()),
+            col_of(cols::USER_ID, rows, |r| r.user_id.as_str()),
+            col_of(cols::TIMESTAMP, rows, |r| r.timestamp),
+            col_of(cols::HELPFUL_VOTE, rows, |r| r.helpful_vote),
+            col_of(cols::VERIFIED_PURCHASE, rows, |r| r.verified_purchase),
+            col_of(cols::N_IMAGES, rows, |r| r.n_images),
         ],
     )
 }
@@ -202,42 +186,18 @@ pub fn meta_frame(rows: &[Meta]) -> PolarsResult<DataFrame> {
     DataFrame::new(
         rows.len(),
         vec![
-            str_col(cols::PARENT_ASIN, rows, |m| &m.parent_asin),
-            Column::new(
-                cols::MAIN_CATEGORY.into(),
-                rows.iter()
-                    .map(|m| m.main_category.as_deref())
-                    .collect::<Vec<Option<&str>>>(),
-            ),
-            str_col(cols::TITLE, rows, |m| &m.title),
-            Column::new(
-                cols::AVERAGE_RATING.into(),
-                rows.iter().map(|m| m.average_rating).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                cols::RATING_NUMBER.into(),
-                rows.iter().map(|m| m.rating_number).collect::<Vec<_>>(),
-            ),
+            col_of(cols::PARENT_ASIN, rows, |m| m.parent_asin.as_str()),
+            col_of(cols::MAIN_CATEGORY, rows, |m| m.main_category.as_deref()),
+            col_of(cols::TITLE, rows, |m| m.title.as_str()),
+            col_of(cols::AVERAGE_RATING, rows, |m| m.average_rating),
+            col_of(cols::RATING_NUMBER, rows, |m| m.rating_number),
             list_col(cols::FEATURES, rows, |m| &m.features),
             list_col(cols::DESCRIPTION, rows, |m| &m.description),
-            Column::new(
-                cols::PRICE.into(),
-                rows.iter().map(|m| m.price).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                cols::PRICE_RAW.into(),
-                rows.iter()
-                    .map(|m| m.price_raw.as_deref())
-                    .collect::<Vec<Option<&str>>>(),
-            ),
-            Column::new(
-                cols::STORE.into(),
-                rows.iter()
-                    .map(|m| m.store.as_deref())
-                    .collect::<Vec<Option<&str>>>(),
-            ),
+            col_of(cols::PRICE, rows, |m| m.price),
+            col_of(cols::PRICE_RAW, rows, |m| m.price_raw.as_deref()),
+            col_of(cols::STORE, rows, |m| m.store.as_deref()),
             list_col(cols::CATEGORIES, rows, |m| &m.categories),
-            str_col(cols::DETAILS, rows, |m| &m.details),
+            col_of(cols::DETAILS, rows, |m| m.details.as_str()),
         ],
     )
 }

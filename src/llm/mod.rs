@@ -131,6 +131,9 @@ pub struct BatchStats {
     pub failed: usize,
 }
 
+/// Each job's answer, or why it failed, by cache key.
+pub type Answers<T> = HashMap<String, Result<T, String>>;
+
 /// Runs the jobs not already in `cache` concurrently; every success is appended to the cache as
 /// it arrives (so a killed run resumes where it stopped). Returns key → value or error message.
 pub fn run_jobs<T: Serialize + DeserializeOwned + Clone + Send + 'static>(
@@ -140,7 +143,7 @@ pub fn run_jobs<T: Serialize + DeserializeOwned + Clone + Send + 'static>(
     parse: fn(&str) -> Option<T>,
     concurrency: usize,
     progress: &indicatif::ProgressBar,
-) -> Result<(HashMap<String, Result<T, String>>, BatchStats)> {
+) -> Result<(Answers<T>, BatchStats)> {
     let mut out = HashMap::with_capacity(jobs.len());
     let mut stats = BatchStats::default();
     let mut todo = Vec::new();
