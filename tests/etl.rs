@@ -442,3 +442,24 @@ fn pairs_formats_and_query_types() {
             .all(|q| q.as_deref().is_some_and(|t| t.starts_with("[Title]")))
     );
 }
+
+#[test]
+fn descriptions_without_summary_are_cut_at_a_word_boundary() {
+    let (dir, ctx) = data_root(&[review("B076WQZGPM", 1_000, "Nice cleanser.")]);
+    std::fs::copy(
+        fixture("meta_messy.jsonl"),
+        dir.path().join("raw/meta_All_Beauty.jsonl"),
+    )
+    .unwrap();
+    let cfg = BuildItemsConfig {
+        description_chars: 20,
+        ..BuildItemsConfig::default()
+    };
+    build_items::run(&ctx, &cfg).unwrap();
+    let (text, _) = &items_by_asin(&ctx)["B076WQZGPM"];
+    // "Clears pores. Use daily." is 24 characters: cut to 20, back to the last whole word
+    assert!(
+        text.contains("[Description Summary] Clears pores. Use… [Features]"),
+        "{text}"
+    );
+}

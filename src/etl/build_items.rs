@@ -240,11 +240,26 @@ pub fn merge(
         maintain_order: MaintainOrderJoin::Left,
         ..JoinArgs::new(JoinType::Left)
     };
-    let description = col(cols::DESCRIPTION)
+    // The description without an LLM summary, cut at a word boundary after `description_chars`.
+    let full = col(cols::DESCRIPTION)
         .list()
         .join(lit(" "), true)
         .str()
-        .head(lit(cfg.description_chars as u64));
+        .strip_chars(lit(NULL));
+    let cut = full
+        .clone()
+        .str()
+        .head(lit(cfg.description_chars as u64))
+        .str()
+        .replace(lit(r"\s+\S*$"), lit(""), false);
+    let description = when(
+        full.clone()
+            .str()
+            .len_chars()
+            .gt(lit(cfg.description_chars as u32)),
+    )
+    .then(concat_str([cut, lit("…")], "", true))
+    .otherwise(full);
     Ok(meta
         .join(ranked, on(), on(), left())
         .join(stats, on(), on(), left())
