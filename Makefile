@@ -15,7 +15,7 @@ DEMO_REVIEWS ?= 30000
 DEMO_ITEMS ?= 3000
 RECSYS := $(BIN) --data-dir $(DEMO_DIR) --seed 7
 
-.PHONY: help setup apt model build demo test bench lint
+.PHONY: help setup apt model duckdb build demo test bench lint
 
 help:
 	@echo "make demo   set up, build (release) and run the pipeline so far on synthetic demo data"
@@ -23,7 +23,7 @@ help:
 	@echo "make bench  criterion benchmarks (release)"
 	@echo "make lint   cargo fmt --check and clippy"
 
-setup: apt model
+setup: apt model duckdb
 
 # System packages, installed only when missing.
 apt:
@@ -37,6 +37,10 @@ apt:
 model: $(MODEL_DIR)/model.safetensors
 $(MODEL_DIR)/model.safetensors:
 	python3 scripts/fetch_model.py $(MODEL_DIR)
+
+# The DuckDB CLI for sql/*.sql, from the PyPI package duckdb-cli.
+duckdb:
+	@command -v duckdb >/dev/null 2>&1 || python3 -m pip install --quiet duckdb-cli==1.5.6
 
 build: setup
 	cargo build --release --bin recsys

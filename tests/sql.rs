@@ -1,0 +1,77 @@
+//! Every `sql/*.sql` runs with the DuckDB CLI (installed by `make setup`) on a small pipeline's
+//! outputs and returns rows.
+
+mod common;
+
+use std::process::Command;
+
+use recsys::Ctx;
+use recsys::data::synth::{self, SynthConfig};
+use recsys::etl::build_items::{self, BuildItemsConfig};
+use recsys::etl::keywords::{self, KeywordsConfig, SplitChoice};
+use recsys::etl::pairs::{self, PairsConfig};
+use recsys::etl::split::{self, SplitConfig};
+
+#[test]
+fn every_sql_script_returns_rows() {
+    if Command::new("duckdb").arg("--version").output().is_err() {
+        eprintln!("skipping: the duckdb CLI is not on PATH (make setup installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = Ctx::new(dir.path(), "All_Beauty", 3, true);
+    synth::run(
+        &ctx,
+        &SynthConfig {
+            out: None,
+            reviews: 2_000,
+            items: 200,
+            gzip: false,
+        },
+    )
+    .unwrap();
+    split::run(&ctx, &SplitConfig::default()).unwrap();
+    keywords::run(
+        &ctx,
+        &KeywordsConfig {
+            split: SplitChoice::All,
+            ..KeywordsConfig::default()
+        },
+    )
+    .unwrap();
+    build_items::run(&ctx, &BuildItemsConfig::default()).unwrap();
+    pairs::run(&ctx, &PairsConfig::default()).unwrap();
+
+    let sql_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+    let mut scripts: Vec<_> = std::fs::read_dir(&sql_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    scripts.sort();
+    assert!(scripts.len() >= 4);
+    for script in scripts {
+        let text = std::fs::read_to_string(&script).unwrap();
+        assert!(
+            text.starts_with("-- "),
+            "{} must open with a comment saying what it answers",
+            script.display()
+        );
+        let out = Command::new("duckdb")
+            .args(["-csv", "-c", &format!(".read {}", script.display())])
+            .env("RECSYS_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "{}: {stderr}",
+            script.display()
+        );
+        assert!(
+            stdout.lines().count() >= 2,
+            "{} returned no rows:\n{stdout}",
+            script.display()
+        );
+    }
+}
