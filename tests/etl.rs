@@ -7,11 +7,10 @@ use std::collections::HashMap;
 
 use common::*;
 use polars::prelude::*;
-use recsys::data::synth::{self, SynthConfig, Truth};
+use recsys::data::synth::Truth;
 use recsys::data::{ReadOptions, read_reviews};
 use recsys::etl::build_items::{self, BuildItemsConfig};
 use recsys::etl::extract::{MAX_KEYWORDS, content_words, extract};
-use recsys::etl::keywords::{self, KeywordsConfig, SplitChoice};
 use recsys::etl::pairs::{self, PairFormat, PairsConfig, QueryType};
 use recsys::etl::split::{self, SplitConfig};
 use recsys::io::read_parquet;
@@ -70,43 +69,11 @@ fn extractor_on_real_reviews() {
     }
 }
 
-/// A synthetic data root, split by quantiles (synthetic time spans differ from the seed's).
-fn synth_root(reviews: usize, items: usize) -> (tempfile::TempDir, Ctx) {
-    let dir = tempfile::tempdir().unwrap();
-    let ctx = Ctx::new(dir.path(), "All_Beauty", 5, true);
-    synth::run(
-        &ctx,
-        &SynthConfig {
-            out: None,
-            reviews,
-            items,
-            gzip: false,
-        },
-    )
-    .unwrap();
-    split::run(
-        &ctx,
-        &SplitConfig {
-            quantiles: Some(vec![0.8, 0.9]),
-            ..SplitConfig::default()
-        },
-    )
-    .unwrap();
-    (dir, ctx)
-}
-
 /// Share of ground-truth attributes / context phrases found among a review's offline keywords.
 #[test]
 fn offline_keywords_recover_synthetic_ground_truth() {
     let (_dir, ctx) = synth_root(4_000, 400);
-    keywords::run(
-        &ctx,
-        &KeywordsConfig {
-            split: SplitChoice::All,
-            ..KeywordsConfig::default()
-        },
-    )
-    .unwrap();
+    keywords_all(&ctx);
     let truth: HashMap<u64, Truth> = std::fs::read_to_string(ctx.layout.synth_truth())
         .unwrap()
         .lines()
@@ -289,14 +256,7 @@ fn no_valid_or_test_text_reaches_items_or_pairs() {
         },
     )
     .unwrap();
-    keywords::run(
-        &ctx,
-        &KeywordsConfig {
-            split: SplitChoice::All,
-            ..KeywordsConfig::default()
-        },
-    )
-    .unwrap();
+    keywords_all(&ctx);
     let test_kw = read_parquet(&ctx.layout.keywords(Split::Test)).unwrap();
     let planted_kw = format!("{:?}", test_kw.column("keywords").unwrap());
     assert!(

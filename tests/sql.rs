@@ -3,14 +3,12 @@
 
 mod common;
 
+use common::*;
+
 use std::process::Command;
 
-use recsys::Ctx;
-use recsys::data::synth::{self, SynthConfig};
 use recsys::etl::build_items::{self, BuildItemsConfig};
-use recsys::etl::keywords::{self, KeywordsConfig, SplitChoice};
 use recsys::etl::pairs::{self, PairsConfig};
-use recsys::etl::split::{self, SplitConfig};
 
 #[test]
 fn every_sql_script_returns_rows() {
@@ -18,27 +16,8 @@ fn every_sql_script_returns_rows() {
         eprintln!("skipping: the duckdb CLI is not on PATH (make setup installs it)");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let ctx = Ctx::new(dir.path(), "All_Beauty", 3, true);
-    synth::run(
-        &ctx,
-        &SynthConfig {
-            out: None,
-            reviews: 2_000,
-            items: 200,
-            gzip: false,
-        },
-    )
-    .unwrap();
-    split::run(&ctx, &SplitConfig::default()).unwrap();
-    keywords::run(
-        &ctx,
-        &KeywordsConfig {
-            split: SplitChoice::All,
-            ..KeywordsConfig::default()
-        },
-    )
-    .unwrap();
+    let (dir, ctx) = synth_root(2_000, 200);
+    keywords_all(&ctx);
     build_items::run(&ctx, &BuildItemsConfig::default()).unwrap();
     pairs::run(&ctx, &PairsConfig::default()).unwrap();
 

@@ -6,6 +6,8 @@ pub mod llm_server;
 use std::path::{Path, PathBuf};
 
 use recsys::Ctx;
+use recsys::data::synth::{self, SynthConfig};
+use recsys::etl::split::{self, SplitConfig};
 use serde_json::json;
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -65,4 +67,39 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// A synthetic data root, split by quantiles (synthetic time spans differ from the seed's).
+pub fn synth_root(reviews: usize, items: usize) -> (tempfile::TempDir, Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = Ctx::new(dir.path(), "All_Beauty", 5, true);
+    synth::run(
+        &ctx,
+        &SynthConfig {
+            out: None,
+            reviews,
+            items,
+            gzip: false,
+        },
+    )
+    .unwrap();
+    split::run(
+        &ctx,
+        &SplitConfig {
+            quantiles: Some(vec![0.8, 0.9]),
+            ..SplitConfig::default()
+        },
+    )
+    .unwrap();
+    (dir, ctx)
+}
+
+/// Offline keywords for every split.
+pub fn keywords_all(ctx: &Ctx) {
+    use recsys::etl::keywords::{self, KeywordsConfig, SplitChoice};
+    let cfg = KeywordsConfig {
+        split: SplitChoice::All,
+        ..KeywordsConfig::default()
+    };
+    keywords::run(ctx, &cfg).unwrap();
 }
