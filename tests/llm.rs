@@ -38,7 +38,7 @@ fn cfg(backend: Backend, url: &str) -> KeywordsConfig {
             url: Some(url.to_string()),
             concurrency: 4,
             retries: 2,
-            timeout_s: 0.5,
+            timeout_s: 2.0,
             api_key: None,
         },
         ..KeywordsConfig::default()
@@ -96,7 +96,7 @@ fn openai_protocol_retries_500s_and_timeouts() {
         let first = seen.lock().unwrap().insert(user.to_string());
         match (first, n % 2) {
             (true, 0) => Reply::Status(500, "overloaded".into()),
-            (true, _) => Reply::Slow(Duration::from_millis(1500), echo(user)),
+            (true, _) => Reply::Slow(Duration::from_millis(4000), echo(user)),
             _ => Reply::Content(echo(user)),
         }
     });
