@@ -171,11 +171,11 @@ pub fn is_fresh(outputs: &[PathBuf], inputs: &[PathBuf]) -> bool {
 }
 
 /// `1234567` → `1,234,567`.
-pub fn thousands(n: impl Into<u64>) -> String {
-    let s = n.into().to_string();
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -196,10 +196,10 @@ mod tests {
 
     #[test]
     fn thousands_groups_digits() {
-        assert_eq!(thousands(0u64), "0");
-        assert_eq!(thousands(999u64), "999");
-        assert_eq!(thousands(1000u64), "1,000");
-        assert_eq!(thousands(701528u64), "701,528");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(701528), "701,528");
     }
 
     #[test]

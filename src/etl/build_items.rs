@@ -73,7 +73,7 @@ impl std::fmt::Display for BuildItemsSummary {
         for s in &self.steps {
             writeln!(f, "{s}")?;
         }
-        let n = |x: usize| thousands(x as u64);
+        let n = |x: usize| thousands(x);
         writeln!(
             f,
             "etl build-items: {} items in {:.1}s",

@@ -105,16 +105,16 @@ impl std::fmt::Display for KeywordsSummary {
                 f,
                 "\n  {:<5} {:>9} reviews, {:>9} with keywords, {} failed",
                 s.split.as_str(),
-                thousands(s.reviews as u64),
-                thousands(s.with_keywords as u64),
-                thousands(s.failed as u64)
+                thousands(s.reviews),
+                thousands(s.with_keywords),
+                thousands(s.failed)
             )?;
             if self.backend != Backend::Offline {
                 write!(
                     f,
                     " ({} cached, {} requested)",
-                    thousands(s.cached as u64),
-                    thousands(s.requested as u64)
+                    thousands(s.cached),
+                    thousands(s.requested)
                 )?;
             }
         }

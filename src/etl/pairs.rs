@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::cols;
 use crate::context::Ctx;
-use crate::io::{read_parquet, scan_parquet, thousands, write_parquet};
+use crate::io::{scan_parquet, thousands, write_parquet};
 use crate::layout::Split;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,7 +69,7 @@ pub struct PairsSummary {
 
 impl std::fmt::Display for PairsSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = |x: usize| thousands(x as u64);
+        let n = |x: usize| thousands(x);
         write!(
             f,
             "train pairs: {} rows ({} keyword queries, {} review-text queries); skipped {} empty queries, {} reviews of items not in items.parquet; {:.1}s",
@@ -87,10 +87,14 @@ impl std::fmt::Display for PairsSummary {
 pub fn run(ctx: &Ctx, cfg: &PairsConfig) -> Result<PairsSummary> {
     let start = Instant::now();
     let l = &ctx.layout;
-    let items = scan_parquet(&l.items())?.select([
-        col(cols::PARENT_ASIN),
-        col(cols::EMBEDDING_TEXT).alias(cols::POSITIVE),
-    ]);
+    // The item table is read once: joined as positives, sampled for negatives.
+    let item_table = scan_parquet(&l.items())?
+        .select([col(cols::PARENT_ASIN), col(cols::EMBEDDING_TEXT)])
+        .collect()?;
+    let items = item_table
+        .clone()
+        .lazy()
+        .rename([cols::EMBEDDING_TEXT], [cols::POSITIVE], true);
     let reviews = scan_parquet(&l.reviews(Split::Train))?;
     let mut queries: Vec<LazyFrame> = Vec::new();
     if cfg.query_type != QueryType::Keywords {
@@ -159,13 +163,16 @@ pub fn run(ctx: &Ctx, cfg: &PairsConfig) -> Result<PairsSummary> {
             cols::REVIEW_ID,
         ])?;
     if cfg.format == PairFormat::Triplet {
-        let items = read_parquet(&l.items())?;
-        let asins: Vec<&str> = items
+        let asins: Vec<&str> = item_table
             .column(cols::PARENT_ASIN)?
             .str()?
             .no_null_iter()
             .collect();
-        let texts: Vec<Option<&str>> = items.column(cols::EMBEDDING_TEXT)?.str()?.iter().collect();
+        let texts: Vec<Option<&str>> = item_table
+            .column(cols::EMBEDDING_TEXT)?
+            .str()?
+            .iter()
+            .collect();
         anyhow::ensure!(
             asins.len() >= 2,
             "triplets need at least two items in {}",

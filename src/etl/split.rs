@@ -95,9 +95,9 @@ impl std::fmt::Display for SplitSummary {
         writeln!(
             f,
             "etl split: {} reviews from {} ({} bad lines skipped) in {:.1}s",
-            thousands(total as u64),
+            thousands(total),
             self.source.display(),
-            thousands(self.skipped_lines as u64),
+            thousands(self.skipped_lines),
             self.elapsed.as_secs_f64()
         )?;
         for e in &self.skipped_examples {
@@ -108,21 +108,21 @@ impl std::fmt::Display for SplitSummary {
             "  train  ts <= {} ({})  {:>10} rows",
             utc(self.train_end),
             self.train_end,
-            thousands(self.train_rows as u64)
+            thousands(self.train_rows)
         )?;
         writeln!(
             f,
             "  valid  ts <= {} ({})  {:>10} rows",
             utc(self.valid_end),
             self.valid_end,
-            thousands(self.valid_rows as u64)
+            thousands(self.valid_rows)
         )?;
         writeln!(
             f,
             "  test   ts >  {} ({})  {:>10} rows",
             utc(self.valid_end),
             self.valid_end,
-            thousands(self.test_rows as u64)
+            thousands(self.test_rows)
         )?;
         write!(
             f,

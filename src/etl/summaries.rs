@@ -59,11 +59,11 @@ impl std::fmt::Display for SummariesSummary {
             f,
             "etl summaries [{}]: {} items, {} long descriptions, {} with an LLM summary ({} cached, {} failed) in {:.1}s",
             self.backend.as_str(),
-            thousands(self.items as u64),
-            thousands(self.long_descriptions as u64),
-            thousands(self.summarised as u64),
-            thousands(self.cached as u64),
-            thousands(self.failed as u64),
+            thousands(self.items),
+            thousands(self.long_descriptions),
+            thousands(self.summarised),
+            thousands(self.cached),
+            thousands(self.failed),
             self.elapsed.as_secs_f64()
         )?;
         if self.backend == Backend::Offline {

@@ -72,11 +72,11 @@ impl std::fmt::Display for SynthSummary {
         writeln!(
             f,
             "data synth: {} reviews of {} items ({} reviewed, {} variant asins, {} empty texts) in {:.1}s",
-            thousands(self.reviews as u64),
-            thousands(self.items as u64),
-            thousands(self.reviewed_items as u64),
-            thousands(self.variant_asins as u64),
-            thousands(self.empty_texts as u64),
+            thousands(self.reviews),
+            thousands(self.items),
+            thousands(self.reviewed_items),
+            thousands(self.variant_asins),
+            thousands(self.empty_texts),
             self.elapsed.as_secs_f64()
         )?;
         writeln!(f, "  reviews  {}", self.reviews_path.display())?;
