@@ -6,6 +6,7 @@
 pub mod cols;
 pub mod context;
 pub mod data;
+pub mod encoder;
 pub mod error;
 pub mod etl;
 pub mod io;

@@ -1,0 +1,230 @@
+//! The transformer encoder (BERT and XLM-RoBERTa share it), written with differentiable ops so
+//! the same code serves inference and training.
+//!
+//! Candle's fused `layer_norm` and `softmax_last_dim` kernels record no backward pass; they are
+//! used only when [`Mode::Inference`] is asked for, and [`Mode::Train`] uses the composite
+//! (differentiable) forms. Weight names follow Hugging Face's `BertModel` / `XLMRobertaModel`
+//! (`embeddings.*`, `encoder.layer.{i}.*`), so checkpoints load and save unchanged.
+
+use candle_core::{D, Module, Result, Tensor};
+use candle_nn::{Embedding, Init, Linear, VarBuilder};
+
+use super::config::{Architecture, ModelConfig, Pooling};
+
+/// Which kernels the forward pass uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Composite ops only: every parameter receives a gradient.
+    Train,
+    /// Fused layer-norm and softmax kernels where the backend has them (no gradients).
+    Inference,
+}
+
+/// One padded batch of token ids, ready for the model.
+#[derive(Debug)]
+pub struct Batch {
+    /// (batch, seq) u32
+    pub input_ids: Tensor,
+    /// (batch, seq) u32: 0/1 as in the tokenizer's type ids
+    pub type_ids: Tensor,
+    /// (batch, seq) u32: position ids (XLM-RoBERTa numbers real tokens from pad_id + 1)
+    pub position_ids: Tensor,
+    /// (batch, seq) f32: 1 for real tokens, 0 for padding
+    pub mask: Tensor,
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn new(vb: VarBuilder, size: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: vb.get_with_hints(size, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(size, "bias", Init::Const(0.0))?,
+            eps,
+        })
+    }
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match mode {
+            Mode::Inference => {
+                candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32)
+            }
+            Mode::Train => {
+                candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+            }
+        }
+    }
+}
+
+fn linear(vb: VarBuilder, inp: usize, out: usize) -> Result<Linear> {
+    let bound = 1.0 / (inp as f64).sqrt();
+    let init = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    let w = vb.get_with_hints((out, inp), "weight", init)?;
+    let b = vb.get_with_hints(out, "bias", init)?;
+    Ok(Linear::new(w, Some(b)))
+}
+
+fn embedding(vb: VarBuilder, n: usize, dim: usize) -> Result<Embedding> {
+    let w = vb.get_with_hints(
+        (n, dim),
+        "weight",
+        Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        },
+    )?;
+    Ok(Embedding::new(w, dim))
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    out_norm: LayerNorm,
+}
+
+impl Layer {
+    fn new(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
+        let h = c.hidden_size;
+        let att = vb.pp("attention");
+        Ok(Layer {
+            query: linear(att.pp("self").pp("query"), h, h)?,
+            key: linear(att.pp("self").pp("key"), h, h)?,
+            value: linear(att.pp("self").pp("value"), h, h)?,
+            attn_out: linear(att.pp("output").pp("dense"), h, h)?,
+            attn_norm: LayerNorm::new(att.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
+            intermediate: linear(vb.pp("intermediate").pp("dense"), h, c.intermediate_size)?,
+            output: linear(vb.pp("output").pp("dense"), c.intermediate_size, h)?,
+            out_norm: LayerNorm::new(vb.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
+        })
+    }
+
+    /// `x`: (b, t, h); `bias`: (b, 1, 1, t) additive attention bias.
+    fn forward(&self, x: &Tensor, bias: &Tensor, heads: usize, mode: Mode) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let dh = h / heads;
+        let split = |y: Tensor| -> Result<Tensor> {
+            y.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous()
+        };
+        let q = split((self.query.forward(x)? / (dh as f64).sqrt())?)?;
+        let k = split(self.key.forward(x)?)?;
+        let v = split(self.value.forward(x)?)?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
+        let probs = match mode {
+            Mode::Inference => candle_nn::ops::softmax_last_dim(&scores)?,
+            Mode::Train => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        };
+        let ctx = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, t, h))?;
+        let a = self
+            .attn_norm
+            .forward(&(self.attn_out.forward(&ctx)? + x)?, mode)?;
+        let i = self.intermediate.forward(&a)?.gelu_erf()?;
+        self.out_norm
+            .forward(&(self.output.forward(&i)? + a)?, mode)
+    }
+}
+
+/// A BERT / XLM-RoBERTa encoder body (no pooler head).
+pub struct Transformer {
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    emb_norm: LayerNorm,
+    layers: Vec<Layer>,
+    heads: usize,
+    pub architecture: Architecture,
+}
+
+impl Transformer {
+    /// Builds the model from `vb` (weights under `embeddings.*` / `encoder.layer.*`).
+    /// With a `VarMap`-backed builder, missing weights are created with BERT-style init.
+    pub fn new(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
+        let e = vb.pp("embeddings");
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| Layer::new(vb.pp(format!("encoder.layer.{i}")), c))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Transformer {
+            word: embedding(e.pp("word_embeddings"), c.vocab_size, c.hidden_size)?,
+            position: embedding(
+                e.pp("position_embeddings"),
+                c.max_position_embeddings,
+                c.hidden_size,
+            )?,
+            token_type: embedding(
+                e.pp("token_type_embeddings"),
+                c.type_vocab_size.max(1),
+                c.hidden_size,
+            )?,
+            emb_norm: LayerNorm::new(e.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
+            layers,
+            heads: c.num_attention_heads,
+            architecture: c.architecture,
+        })
+    }
+
+    /// Token states (b, t, hidden) of the last layer.
+    pub fn forward(&self, batch: &Batch, mode: Mode) -> Result<Tensor> {
+        let x = self
+            .word
+            .forward(&batch.input_ids)?
+            .add(&self.position.forward(&batch.position_ids)?)?
+            .add(&self.token_type.forward(&batch.type_ids)?)?;
+        let mut x = self.emb_norm.forward(&x, mode)?;
+        let (b, t) = batch.mask.dims2()?;
+        // 0 for real tokens, -10000 for padding (Hugging Face's value for BERT-era models;
+        // exp() of it is 0 in f32 and it stays finite in f16).
+        let bias = ((batch.mask.to_dtype(x.dtype())? - 1.0)? * 10000.0)?.reshape((b, 1, 1, t))?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &bias, self.heads, mode)?;
+        }
+        Ok(x)
+    }
+}
+
+/// Sentence vectors (b, hidden) from token states under `mask`, L2-normalised when asked.
+pub fn pool(states: &Tensor, mask: &Tensor, pooling: Pooling, normalize: bool) -> Result<Tensor> {
+    let pooled = match pooling {
+        Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1)?,
+        Pooling::Mean => {
+            let m = mask.to_dtype(states.dtype())?.unsqueeze(2)?;
+            let sum = states.broadcast_mul(&m)?.sum(1)?;
+            let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+            sum.broadcast_div(&count)?
+        }
+    };
+    if !normalize {
+        return Ok(pooled);
+    }
+    let norm = pooled
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
+    pooled.broadcast_div(&norm)
+}
+
+/// Position ids as Hugging Face computes them: BERT counts 0.., XLM-RoBERTa counts real tokens
+/// from `pad + 1` and gives padding the id `pad`.
+pub fn position_ids(arch: Architecture, len: usize, padded: usize, pad: u32) -> Vec<u32> {
+    (0..padded)
+        .map(|i| match arch {
+            Architecture::Bert => i as u32,
+            Architecture::XlmRoberta if i < len => pad + 1 + i as u32,
+            Architecture::XlmRoberta => pad,
+        })
+        .collect()
+}
