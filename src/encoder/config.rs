@@ -271,7 +271,11 @@ impl ModelFiles {
     pub fn find(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             let s = dir.to_string_lossy();
-            let hint = if !s.starts_with('.') && !s.starts_with('/') && s.matches('/').count() == 1
+            let owner_dir_exists = s.split('/').next().is_some_and(|o| Path::new(o).is_dir());
+            let hint = if !s.starts_with('.')
+                && !s.starts_with('/')
+                && s.matches('/').count() == 1
+                && !owner_dir_exists
             {
                 format!(
                     " — {s:?} looks like a Hugging Face Hub id; recsys never downloads models: \

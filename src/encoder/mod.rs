@@ -83,7 +83,7 @@ impl Default for EncoderArgs {
 pub struct ModelInfo {
     /// Directory name, e.g. `all-MiniLM-L6-v2`.
     pub name: String,
-    /// The directory as given.
+    /// The directory, absolute.
     pub path: String,
     pub architecture: Architecture,
     pub pooling: Pooling,
@@ -202,7 +202,12 @@ impl Encoder {
         let tokenizer = load_tokenizer(&files.tokenizer, max_length)?;
         let info = ModelInfo {
             name: model_name(&files.dir),
-            path: files.dir.to_string_lossy().into_owned(),
+            path: files
+                .dir
+                .canonicalize()
+                .unwrap_or_else(|_| files.dir.clone())
+                .to_string_lossy()
+                .into_owned(),
             architecture: config.architecture,
             pooling,
             // Retrieval ranks by inner product, so vectors are always unit length (cosine);
