@@ -18,7 +18,7 @@ RECSYS := $(BIN) --data-dir $(DEMO_DIR) --seed 7
 .PHONY: help setup apt model duckdb build demo test bench lint
 
 help:
-	@echo "make demo   set up, build (release) and run the pipeline so far on synthetic demo data"
+	@echo "make demo   set up, build (release) and run the pipeline so far on synthetic demo data (ETL, index, search, retrieve, eval)"
 	@echo "make test   set up and run every test"
 	@echo "make bench  criterion benchmarks (release)"
 	@echo "make lint   cargo fmt --check and clippy"
@@ -51,6 +51,13 @@ demo: build
 	$(RECSYS) etl keywords --split all
 	$(RECSYS) etl build-items
 	$(RECSYS) train pairs --query-type both --format triplet
+	$(RECSYS) index build --model $(MODEL_DIR)
+	$(RECSYS) search "gentle shampoo for my daughter's curly hair" -k 5
+	$(RECSYS) search "gentle shampoo for my daughter's curly hair" -k 5 --mode bm25
+	$(RECSYS) retrieve --split test
+	$(RECSYS) retrieve --split test --retriever bm25
+	$(RECSYS) retrieve --split test --retriever popularity
+	$(RECSYS) eval --split test
 
 test: setup
 	cargo test

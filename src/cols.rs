@@ -42,3 +42,8 @@ pub const POSITIVE: &str = "positive";
 pub const NEGATIVE: &str = "negative";
 pub const NEGATIVE_PARENT_ASIN: &str = "negative_parent_asin";
 pub const QUERY_TYPE: &str = "query_type";
+
+pub const TARGET_PARENT_ASIN: &str = "target_parent_asin";
+pub const RANK: &str = "rank";
+pub const SCORE: &str = "score";
+pub const RETRIEVER: &str = "retriever";

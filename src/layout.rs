@@ -96,6 +96,23 @@ impl Layout {
             .join("llm")
             .join(format!("{task}.jsonl"))
     }
+    /// Top-K candidates of `retrieve`: `candidates_{split}.parquet`, or
+    /// `candidates_{split}_{name}.parquet` for a named run (bm25, popularity, a model…).
+    pub fn candidates(&self, split: Split, name: Option<&str>) -> PathBuf {
+        let file = match name {
+            Some(n) => format!("candidates_{split}_{n}.parquet"),
+            None => format!("candidates_{split}.parquet"),
+        };
+        self.evaluation_dir().join(file)
+    }
+    /// What `eval` computed for a split.
+    pub fn metrics(&self, split: Split) -> PathBuf {
+        self.evaluation_dir().join(format!("metrics_{split}.json"))
+    }
+    /// The Recall@K curves of `eval`.
+    pub fn recall_plot(&self, split: Split) -> PathBuf {
+        self.evaluation_dir().join(format!("recall_{split}.svg"))
+    }
     /// Cutoffs and counts of the last `etl split`, for later stages.
     pub fn split_info(&self) -> PathBuf {
         self.processed_dir().join("split.json")

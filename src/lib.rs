@@ -9,6 +9,8 @@ pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod etl;
+pub mod eval;
+pub mod index;
 pub mod io;
 pub mod layout;
 pub mod llm;

@@ -11,6 +11,9 @@ use recsys::etl::keywords::{self, KeywordsConfig};
 use recsys::etl::pairs::{self, PairsConfig};
 use recsys::etl::split::{self, SplitConfig};
 use recsys::etl::summaries::{self, SummariesConfig};
+use recsys::eval::retrieve::{self, RetrieveConfig};
+use recsys::eval::{self, EvalConfig};
+use recsys::index::{self, IndexBuildConfig, SearchConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,18 +46,19 @@ enum Command {
     /// ETL: time split, keywords, description summaries, the item table
     #[command(subcommand)]
     Etl(EtlCommand),
-    /// The LanceDB item index (not implemented yet)
+    /// The LanceDB item index: encode items.parquet into data/lancedb (table `items`)
     #[command(subcommand)]
     Index(IndexCommand),
-    /// Ad-hoc search of the item index (not implemented yet)
-    Search(NotYet),
+    /// Ad-hoc search of the item index: top-k items (title, parent_asin, score) for a query
+    Search(SearchConfig),
     /// Fine-tuning data and models: pairs (retriever, mine-negatives, ranker: not implemented yet)
     #[command(subcommand)]
     Train(TrainCommand),
-    /// Top-K candidates per held-out review (not implemented yet)
-    Retrieve(NotYet),
-    /// Recall@K, MRR and NDCG@5 from candidate files (not implemented yet)
-    Eval(NotYet),
+    /// Top-K candidate items per review of a split → evaluation/candidates_{split}[_{name}].parquet
+    Retrieve(RetrieveConfig),
+    /// Recall@K and MRR of every candidates file of a split: table, metrics_{split}.json,
+    /// recall_{split}.svg
+    Eval(EvalConfig),
     /// Re-rank candidates with the XGBoost ranker (not implemented yet)
     Rerank(NotYet),
     /// Run every stage in order (not implemented yet)
@@ -81,8 +85,9 @@ enum EtlCommand {
 
 #[derive(Subcommand, Debug)]
 enum IndexCommand {
-    /// Encode items into LanceDB (not implemented yet)
-    Build(NotYet),
+    /// Encode every item's embedding_text → LanceDB table `items` + full-text (BM25) index;
+    /// replaces an existing table atomically
+    Build(IndexBuildConfig),
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,16 +129,16 @@ fn main() -> ExitCode {
         Command::Etl(EtlCommand::BuildItems(cfg)) => {
             build_items::run(&ctx, cfg).map(|s| s.to_string())
         }
-        Command::Index(IndexCommand::Build(_)) => return not_implemented("index build"),
-        Command::Search(_) => return not_implemented("search"),
+        Command::Index(IndexCommand::Build(cfg)) => index::build(&ctx, cfg).map(|s| s.to_string()),
+        Command::Search(cfg) => index::search(&ctx, cfg).map(|s| s.to_string()),
         Command::Train(TrainCommand::Pairs(cfg)) => pairs::run(&ctx, cfg).map(|s| s.to_string()),
         Command::Train(TrainCommand::Retriever(_)) => return not_implemented("train retriever"),
         Command::Train(TrainCommand::MineNegatives(_)) => {
             return not_implemented("train mine-negatives");
         }
         Command::Train(TrainCommand::Ranker(_)) => return not_implemented("train ranker"),
-        Command::Retrieve(_) => return not_implemented("retrieve"),
-        Command::Eval(_) => return not_implemented("eval"),
+        Command::Retrieve(cfg) => retrieve::run(&ctx, cfg).map(|s| s.to_string()),
+        Command::Eval(cfg) => eval::run(&ctx, cfg).map(|s| s.to_string()),
         Command::Rerank(_) => return not_implemented("rerank"),
         Command::Pipeline(_) => return not_implemented("pipeline"),
     };

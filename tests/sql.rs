@@ -1,5 +1,6 @@
 //! Every `sql/*.sql` runs with the DuckDB CLI (installed by `make setup`) on a small pipeline's
-//! outputs and returns rows.
+//! outputs (ETL, index with the tiny test encoder, dense candidates of the test split) and returns
+//! rows.
 
 mod common;
 
@@ -7,8 +8,11 @@ use common::*;
 
 use std::process::Command;
 
+use recsys::encoder::EncoderArgs;
 use recsys::etl::build_items::{self, BuildItemsConfig};
 use recsys::etl::pairs::{self, PairsConfig};
+use recsys::eval::retrieve::{self, RetrieveConfig};
+use recsys::index::{self, IndexBuildConfig};
 
 #[test]
 fn every_sql_script_returns_rows() {
@@ -20,6 +24,16 @@ fn every_sql_script_returns_rows() {
     keywords_all(&ctx);
     build_items::run(&ctx, &BuildItemsConfig::default()).unwrap();
     pairs::run(&ctx, &PairsConfig::default()).unwrap();
+    let index_cfg = IndexBuildConfig {
+        encoder: EncoderArgs {
+            model: fixture("encoder/tiny-bert"),
+            max_length: Some(48),
+            ..EncoderArgs::default()
+        },
+        max_items: None,
+    };
+    index::build(&ctx, &index_cfg).unwrap();
+    retrieve::run(&ctx, &RetrieveConfig::default()).unwrap();
 
     let sql_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
     let mut scripts: Vec<_> = std::fs::read_dir(&sql_dir)
@@ -27,7 +41,7 @@ fn every_sql_script_returns_rows() {
         .map(|e| e.unwrap().path())
         .collect();
     scripts.sort();
-    assert!(scripts.len() >= 4);
+    assert!(scripts.len() >= 7);
     for script in scripts {
         let text = std::fs::read_to_string(&script).unwrap();
         assert!(

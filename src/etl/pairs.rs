@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::cols;
 use crate::context::Ctx;
 use crate::io::{scan_parquet, thousands, write_parquet};
-use crate::layout::Split;
+use crate::layout::{Layout, Split};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum QueryType {
@@ -83,6 +83,56 @@ impl std::fmt::Display for PairsSummary {
     }
 }
 
+/// The queries of one split's reviews: `review_id, user_id, parent_asin, timestamp, query,
+/// query_type`. A review-text query is title + text; a keyword query is the review's first
+/// `max_keywords` keywords joined by ", " (reviews whose extraction failed are left out).
+/// Empty queries are kept (callers count them).
+pub fn queries(
+    l: &Layout,
+    split: Split,
+    query_type: QueryType,
+    max_keywords: usize,
+) -> Result<LazyFrame> {
+    let keep = || {
+        [
+            col(cols::REVIEW_ID),
+            col(cols::USER_ID),
+            col(cols::PARENT_ASIN),
+            col(cols::TIMESTAMP),
+        ]
+    };
+    let mut parts: Vec<LazyFrame> = Vec::new();
+    if query_type != QueryType::Keywords {
+        let mut sel = keep().to_vec();
+        sel.push(
+            concat_str([col(cols::TITLE), col(cols::TEXT)], " ", true)
+                .str()
+                .strip_chars(lit(NULL))
+                .alias(cols::QUERY),
+        );
+        sel.push(lit("review_text").alias(cols::QUERY_TYPE));
+        parts.push(scan_parquet(&l.reviews(split))?.select(sel));
+    }
+    if query_type != QueryType::ReviewText {
+        let mut sel = keep().to_vec();
+        sel.push(
+            col(cols::KEYWORDS)
+                .list()
+                .head(lit(max_keywords as u64))
+                .list()
+                .join(lit(", "), true)
+                .alias(cols::QUERY),
+        );
+        sel.push(lit("keywords").alias(cols::QUERY_TYPE));
+        parts.push(
+            scan_parquet(&l.keywords(split))?
+                .filter(col(cols::KEYWORDS_FAILED).not())
+                .select(sel),
+        );
+    }
+    Ok(concat(parts, UnionArgs::default())?)
+}
+
 /// Builds the training rows (see the module docs).
 pub fn run(ctx: &Ctx, cfg: &PairsConfig) -> Result<PairsSummary> {
     let start = Instant::now();
@@ -96,37 +146,7 @@ pub fn run(ctx: &Ctx, cfg: &PairsConfig) -> Result<PairsSummary> {
         .lazy()
         .rename([cols::EMBEDDING_TEXT], [cols::POSITIVE], true);
     let reviews = scan_parquet(&l.reviews(Split::Train))?;
-    let mut queries: Vec<LazyFrame> = Vec::new();
-    if cfg.query_type != QueryType::Keywords {
-        queries.push(
-            reviews.clone().select([
-                col(cols::REVIEW_ID),
-                col(cols::PARENT_ASIN),
-                concat_str([col(cols::TITLE), col(cols::TEXT)], " ", true)
-                    .str()
-                    .strip_chars(lit(NULL))
-                    .alias(cols::QUERY),
-                lit("review_text").alias(cols::QUERY_TYPE),
-            ]),
-        );
-    }
-    if cfg.query_type != QueryType::ReviewText {
-        let kw = scan_parquet(&l.keywords(Split::Train))?;
-        queries.push(
-            kw.filter(col(cols::KEYWORDS_FAILED).not()).select([
-                col(cols::REVIEW_ID),
-                col(cols::PARENT_ASIN),
-                col(cols::KEYWORDS)
-                    .list()
-                    .head(lit(cfg.max_keywords as u64))
-                    .list()
-                    .join(lit(", "), true)
-                    .alias(cols::QUERY),
-                lit("keywords").alias(cols::QUERY_TYPE),
-            ]),
-        );
-    }
-    let all = concat(queries, UnionArgs::default())?;
+    let all = queries(l, Split::Train, cfg.query_type, cfg.max_keywords)?;
     let on = || [col(cols::PARENT_ASIN)];
     let missing = reviews
         .join(items.clone(), on(), on(), JoinArgs::new(JoinType::Anti))
