@@ -15,7 +15,12 @@ use recsys::index::{self, IndexBuildConfig};
 use recsys::io::read_parquet;
 
 fn pipeline() -> (tempfile::TempDir, Ctx) {
-    let (dir, ctx) = common::synth_root(2_000, 200);
+    pipeline_of(2_000, 200)
+}
+
+/// Synthetic root → keywords → items → index with the tiny BERT.
+fn pipeline_of(reviews: usize, items: usize) -> (tempfile::TempDir, Ctx) {
+    let (dir, ctx) = common::synth_root(reviews, items);
     common::keywords_all(&ctx);
     build_items::run(&ctx, &BuildItemsConfig::default()).unwrap();
     let cfg = IndexBuildConfig {
@@ -224,4 +229,49 @@ fn eval_without_candidates_says_what_to_run() {
     .unwrap()
     .to_string();
     assert!(e.contains("recsys retrieve --split valid"), "{e}");
+}
+
+#[test]
+fn ann_retrieval_reports_its_recall_against_exact() {
+    let (_dir, ctx) = pipeline_of(3_000, 300);
+    let run = |ann: bool| {
+        let cfg = RetrieveConfig {
+            ann,
+            top_k: 10,
+            ..RetrieveConfig::default()
+        };
+        retrieve::run(&ctx, &cfg).unwrap()
+    };
+    let exact = run(false);
+    assert!(exact.ann_recall.is_none());
+    let ann = run(true);
+    assert!(ann.out.ends_with("candidates_test_dense_ann.parquet"));
+    let a = ann.ann_recall.unwrap();
+    assert_eq!(a.sampled_queries, ann.queries.min(1_000));
+    assert!(
+        (0.0..=1.0).contains(&a.ann_recall_vs_exact) && a.ann_recall_vs_exact > 0.2,
+        "{a:?}"
+    );
+    let report = eval::run(&ctx, &EvalConfig { split: Split::Test }).unwrap();
+    let r = report.runs.iter().find(|r| r.name == "dense_ann").unwrap();
+    assert_eq!(r.ann.unwrap().sampled_queries, a.sampled_queries);
+    assert!(report.to_string().contains("of the exact top-K"));
+    // the exact search stays exact after the vector index exists
+    let again = run(false);
+    assert!(
+        read_parquet(&again.out)
+            .unwrap()
+            .equals_missing(&read_parquet(&exact.out).unwrap())
+    );
+}
+
+#[test]
+fn ann_needs_enough_items_to_train() {
+    let (_dir, ctx) = pipeline();
+    let cfg = RetrieveConfig {
+        ann: true,
+        ..RetrieveConfig::default()
+    };
+    let e = format!("{:#}", retrieve::run(&ctx, &cfg).err().unwrap());
+    assert!(e.contains("at least 256 items"), "{e}");
 }

@@ -56,22 +56,11 @@ fn build_records_model_and_searches() {
     // Each stored vector is the encoder's vector of that item's embedding_text: querying with an
     // item's own text finds it at cosine 1.
     let items = recsys::io::read_parquet(&ctx.layout.items()).unwrap();
-    let texts: Vec<String> = items
-        .column("embedding_text")
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .map(|t| t.unwrap().to_string())
-        .collect();
-    let asins: Vec<String> = items
-        .column("parent_asin")
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .map(|t| t.unwrap().to_string())
-        .collect();
+    let strings = |name: &str| -> Vec<String> {
+        let c = items.column(name).unwrap().str().unwrap().clone();
+        c.iter().map(|t| t.unwrap().to_string()).collect()
+    };
+    let (texts, asins) = (strings("embedding_text"), strings("parent_asin"));
     let enc = idx.query_encoder(None, Default::default()).unwrap();
     let pb = indicatif::ProgressBar::hidden();
     for i in [0, 77, 149] {

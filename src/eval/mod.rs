@@ -35,6 +35,9 @@ pub struct Run {
     pub model: String,
     #[serde(flatten)]
     pub metrics: Metrics,
+    /// For `retrieve --ann` runs: the ANN top-K's recall of the exact top-K on a sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ann: Option<retrieve::AnnRecall>,
 }
 
 impl Run {
@@ -90,6 +93,17 @@ impl fmt::Display for EvalReport {
                 }
             }
             writeln!(f, "  {:>7.4}", r.metrics.mrr)?;
+        }
+        for r in &self.runs {
+            if let Some(a) = r.ann {
+                writeln!(
+                    f,
+                    "{}: ANN top-K holds {:.2}% of the exact top-K ({} sampled queries)",
+                    r.label(),
+                    100.0 * a.ann_recall_vs_exact,
+                    a.sampled_queries
+                )?;
+            }
         }
         write!(
             f,
@@ -165,12 +179,24 @@ pub fn score_file(name: &str, file: &Path) -> Result<Run> {
             .unwrap_or("")
             .to_string())
     };
+    let sidecar = retrieve::ann_sidecar(file);
+    let ann = if sidecar.is_file() {
+        let text = std::fs::read_to_string(&sidecar)
+            .with_context(|| format!("reading {}", sidecar.display()))?;
+        Some(
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: not an ANN recall record", sidecar.display()))?,
+        )
+    } else {
+        None
+    };
     Ok(Run {
         name: name.to_string(),
         file: file.to_path_buf(),
         retriever: first(cols::RETRIEVER)?,
         model: first(cols::MODEL)?,
         metrics: Metrics::from_ranks(&ranks, &KS),
+        ann,
     })
 }
 

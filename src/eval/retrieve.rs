@@ -82,6 +82,11 @@ pub struct RetrieveConfig {
     /// Use a seeded random sample of this many queries (quick runs)
     #[arg(long)]
     pub max_queries: Option<usize>,
+    /// Dense search through a LanceDB IVF-PQ vector index (built on first use) instead of the
+    /// exact search; the summary and `eval` report its recall against the exact top-K on a
+    /// sample of up to 1,000 queries
+    #[arg(long)]
+    pub ann: bool,
     /// Queries per encoder forward pass
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
@@ -103,6 +108,7 @@ impl Default for RetrieveConfig {
             query_type: QueryType::ReviewText,
             max_keywords: 20,
             max_queries: None,
+            ann: false,
             batch_size: 64,
             name: None,
             device: DeviceKind::Cpu,
@@ -124,8 +130,20 @@ pub struct RetrieveSummary {
     pub encode_s: f64,
     pub texts_per_s: f64,
     pub search_s: f64,
+    /// `--ann`: overlap of the ANN top-K with the exact top-K, and the queries it was measured on.
+    pub ann_recall: Option<AnnRecall>,
     pub out: PathBuf,
 }
+
+/// How much of the exact top-K an ANN search found (mean over a sample of queries).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct AnnRecall {
+    pub ann_recall_vs_exact: f64,
+    pub sampled_queries: usize,
+}
+
+/// Queries on which `--ann` is compared with the exact search.
+const ANN_SAMPLE: usize = 1_000;
 
 impl fmt::Display for RetrieveSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -152,6 +170,13 @@ impl fmt::Display for RetrieveSummary {
                 f,
                 "; queries encoded in {:.1}s ({:.1} texts/s)",
                 self.encode_s, self.texts_per_s
+            )?;
+        }
+        if let Some(a) = self.ann_recall {
+            write!(
+                f,
+                "; ANN recall vs exact top-{} = {:.4} on {} queries",
+                self.top_k, a.ann_recall_vs_exact, a.sampled_queries
             )?;
         }
         write!(f, "; search {:.1}s → {}", self.search_s, self.out.display())
@@ -225,6 +250,7 @@ pub fn run(ctx: &Ctx, cfg: &RetrieveConfig) -> Result<RetrieveSummary> {
     let k = cfg.top_k;
     let (mut encode_s, mut rate) = (0.0, 0.0);
     let mut model = String::new();
+    let mut ann_recall = None;
     let mut dense = || -> Result<Vec<Vec<(u32, f32)>>> {
         let enc = index.query_encoder(cfg.model.as_deref(), cfg.device)?;
         model = enc.info.name.clone();
@@ -234,6 +260,20 @@ pub fn run(ctx: &Ctx, cfg: &RetrieveConfig) -> Result<RetrieveSummary> {
             encoder::encode_all(&enc, &texts, cfg.batch_size, "encoding queries", ctx.quiet)?;
         encode_s = t.elapsed().as_secs_f64();
         rate = r;
+        if cfg.ann {
+            if index.ensure_vector_index()? && !ctx.quiet {
+                eprintln!("built the IVF-PQ vector index of {}", index.path.display());
+            }
+            let pb = io::progress(qv.len() as u64, "ann top-k", ctx.quiet);
+            let out: Vec<Vec<(u32, f32)>> = index
+                .search_vectors_ann(&qv, k, &pb)?
+                .iter()
+                .map(|hs| ranked(hs, &in_index))
+                .collect();
+            pb.finish_and_clear();
+            ann_recall = Some(ann_vs_exact(&qv, &out, &vectors, &asins, k)?);
+            return Ok(out);
+        }
         let pb = io::progress(qv.len() as u64, "dense top-k", ctx.quiet);
         let out = exact_topk(&qv, &vectors, &asins, k, &pb)?;
         pb.finish_and_clear();
@@ -258,13 +298,25 @@ pub fn run(ctx: &Ctx, cfg: &RetrieveConfig) -> Result<RetrieveSummary> {
     };
     let search_s = t_search.elapsed().as_secs_f64() - encode_s;
 
-    let name = cfg.name.clone().or_else(|| match cfg.retriever {
-        Retriever::Dense => None,
-        r => Some(r.as_str().to_string()),
+    let name = cfg.name.clone().or_else(|| match (cfg.retriever, cfg.ann) {
+        (Retriever::Dense, false) => None,
+        (r, true) => Some(format!("{}_ann", r.as_str())),
+        (r, false) => Some(r.as_str().to_string()),
     });
     let out = ctx.layout.candidates(cfg.split, name.as_deref());
     let mut df = candidates_frame(&queries, &lists, &asins, cfg.retriever, &model)?;
     io::write_parquet(&mut df, &out)?;
+    // `eval` reads the ANN-vs-exact recall from this sidecar; a stale one must not survive.
+    let sidecar = ann_sidecar(&out);
+    match ann_recall {
+        Some(a) => io::write_atomic(&sidecar, |tmp| {
+            std::fs::write(tmp, serde_json::to_string_pretty(&a)?)
+                .with_context(|| format!("writing {}", tmp.display()))
+        })?,
+        None if sidecar.exists() => std::fs::remove_file(&sidecar)
+            .with_context(|| format!("removing {}", sidecar.display()))?,
+        None => {}
+    }
     Ok(RetrieveSummary {
         split: cfg.split,
         retriever: cfg.retriever,
@@ -278,8 +330,57 @@ pub fn run(ctx: &Ctx, cfg: &RetrieveConfig) -> Result<RetrieveSummary> {
         encode_s,
         texts_per_s: rate,
         search_s,
+        ann_recall,
         out,
     })
+}
+
+/// `candidates_….ann.json` beside a candidates file.
+pub fn ann_sidecar(candidates: &std::path::Path) -> PathBuf {
+    candidates.with_extension("ann.json")
+}
+
+/// Mean share of the exact top-`k` that the ANN lists found, on up to ANN_SAMPLE queries
+/// spread evenly over the query list.
+fn ann_vs_exact(
+    qv: &Embeddings,
+    ann: &[Vec<(u32, f32)>],
+    items: &Embeddings,
+    keys: &[String],
+    k: usize,
+) -> Result<AnnRecall> {
+    let n = qv.len().min(ANN_SAMPLE);
+    let picks: Vec<usize> = (0..n).map(|i| i * qv.len() / n).collect();
+    let sample = Embeddings {
+        dim: qv.dim,
+        data: picks.iter().flat_map(|&i| qv.row(i).to_vec()).collect(),
+    };
+    let exact = exact_topk(&sample, items, keys, k, &indicatif::ProgressBar::hidden())?;
+    let mut sum = 0.0;
+    for (e, &i) in exact.iter().zip(&picks) {
+        let found: std::collections::HashSet<u32> = ann[i].iter().map(|x| x.0).collect();
+        let hit = e.iter().filter(|x| found.contains(&x.0)).count();
+        sum += hit as f64 / e.len().max(1) as f64;
+    }
+    Ok(AnnRecall {
+        ann_recall_vs_exact: sum / n.max(1) as f64,
+        sampled_queries: n,
+    })
+}
+
+/// Search hits as `(item, score)` ranked by score, ties by parent_asin; hits outside the
+/// item list are dropped.
+fn ranked(hits: &[crate::index::Hit], in_index: &HashMap<&str, u32>) -> Vec<(u32, f32)> {
+    let mut v: Vec<(u32, f32, &str)> = hits
+        .iter()
+        .filter_map(|h| {
+            in_index
+                .get_key_value(h.parent_asin.as_str())
+                .map(|(key, &i)| (i, h.score, *key))
+        })
+        .collect();
+    v.sort_by(|a, b| rank_order((a.1, a.2), (b.1, b.2)));
+    v.into_iter().map(|(i, s, _)| (i, s)).collect()
 }
 
 /// A candidate in a bounded heap whose top is the worst-ranked entry.
@@ -376,21 +477,7 @@ fn bm25(
     let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
     let hits = index.search_text_many(&texts, k, &pb)?;
     pb.finish_and_clear();
-    Ok(hits
-        .into_iter()
-        .map(|hs| {
-            let mut v: Vec<(u32, f32, &str)> = hs
-                .iter()
-                .filter_map(|h| {
-                    in_index
-                        .get_key_value(h.parent_asin.as_str())
-                        .map(|(key, &i)| (i, h.score, *key))
-                })
-                .collect();
-            v.sort_by(|a, b| rank_order((a.1, a.2), (b.1, b.2)));
-            v.into_iter().map(|(i, s, _)| (i, s)).collect()
-        })
-        .collect())
+    Ok(hits.iter().map(|hs| ranked(hs, in_index)).collect())
 }
 
 /// Reciprocal-rank fusion of ranked lists: score = Σ 1 / (60 + rank).

@@ -19,6 +19,7 @@ use futures::TryStreamExt;
 use lancedb::DistanceType;
 use lancedb::index::Index;
 use lancedb::index::scalar::{FtsIndexBuilder, FullTextSearchQuery};
+use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 
 use crate::cols;
@@ -299,7 +300,8 @@ impl ItemIndex {
         Ok(enc)
     }
 
-    /// Exact nearest items by cosine similarity (LanceDB flat search).
+    /// Exact nearest items by cosine similarity (LanceDB flat search, even when an ANN index
+    /// exists).
     pub fn search_vector(&self, vector: &[f32], k: usize) -> Result<Vec<Hit>> {
         anyhow::ensure!(
             vector.len() == self.info.dim,
@@ -307,35 +309,81 @@ impl ItemIndex {
             vector.len(),
             self.info.dim
         );
-        let batches: Vec<RecordBatch> = self.rt.block_on(async {
-            self.table
-                .query()
-                .nearest_to(vector)?
-                .distance_type(DistanceType::Dot)
-                .limit(k)
-                .select(Select::columns(&[cols::PARENT_ASIN, cols::TITLE]))
-                .execute()
+        self.rt.block_on(self.nearest(vector, k, true))
+    }
+
+    /// Nearest items by dot product (= cosine: vectors are unit length); `exact` bypasses a
+    /// vector index.
+    async fn nearest(&self, vector: &[f32], k: usize, exact: bool) -> Result<Vec<Hit>> {
+        let mut q = self
+            .table
+            .query()
+            .nearest_to(vector)?
+            .distance_type(DistanceType::Dot)
+            .limit(k)
+            .select(Select::columns(&[cols::PARENT_ASIN, cols::TITLE]));
+        if exact {
+            q = q.bypass_vector_index();
+        }
+        // LanceDB's dot distance is 1 − a·b.
+        hits(&collect(q).await?, "_distance", |d| 1.0 - d)
+    }
+
+    /// Builds the IVF-PQ vector index (dot product) unless the table has one; true when built.
+    pub fn ensure_vector_index(&self) -> Result<bool> {
+        self.rt.block_on(async {
+            let has = self
+                .table
+                .list_indices()
                 .await?
-                .try_collect::<Vec<_>>()
-                .await
-                .map_err(anyhow::Error::from)
-        })?;
-        // LanceDB's dot distance is 1 − a·b; vectors are unit length, so a·b is the cosine.
-        hits(&batches, "_distance", |d| 1.0 - d)
+                .iter()
+                .any(|i| i.columns.iter().any(|c| c == VECTOR));
+            if has {
+                return Ok(false);
+            }
+            anyhow::ensure!(
+                self.rows >= 256,
+                "--ann: an IVF-PQ index needs at least 256 items to train on; the table has {}",
+                self.rows
+            );
+            let params = IvfPqIndexBuilder::default().distance_type(DistanceType::Dot);
+            self.table
+                .create_index(&[VECTOR], Index::IvfPq(params))
+                .execute()
+                .await?;
+            Ok(true)
+        })
+    }
+
+    /// Approximate nearest items through the vector index, many queries in flight; hits in
+    /// query order. `pb` advances per query.
+    pub fn search_vectors_ann(
+        &self,
+        queries: &Embeddings,
+        k: usize,
+        pb: &indicatif::ProgressBar,
+    ) -> Result<Vec<Vec<Hit>>> {
+        use futures::StreamExt;
+        let in_flight = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+        self.rt.block_on(async {
+            futures::stream::iter((0..queries.len()).map(|i| async move {
+                let r = self.nearest(queries.row(i), k, false).await;
+                pb.inc(1);
+                r
+            }))
+            .buffered(in_flight)
+            .try_collect::<Vec<_>>()
+            .await
+        })
     }
 
     /// Every item's `parent_asin` and vector, in table order.
     pub fn vectors(&self) -> Result<(Vec<String>, Embeddings)> {
-        let batches: Vec<RecordBatch> = self.rt.block_on(async {
-            self.table
-                .query()
-                .select(Select::columns(&[cols::PARENT_ASIN, VECTOR]))
-                .execute()
-                .await?
-                .try_collect::<Vec<_>>()
-                .await
-                .map_err(anyhow::Error::from)
-        })?;
+        let query = self
+            .table
+            .query()
+            .select(Select::columns(&[cols::PARENT_ASIN, VECTOR]));
+        let batches = self.rt.block_on(collect(query))?;
         let (mut asins, mut data) = (Vec::with_capacity(self.rows), Vec::new());
         for b in &batches {
             let a = b
@@ -393,16 +441,19 @@ impl ItemIndex {
     }
 
     async fn fts(&self, query: &str, k: usize) -> Result<Vec<RecordBatch>> {
-        let stream = self
+        let q = self
             .table
             .query()
             .full_text_search(FullTextSearchQuery::new(query.to_string()))
             .limit(k)
-            .select(Select::columns(&[cols::PARENT_ASIN, cols::TITLE]))
-            .execute()
-            .await?;
-        Ok(stream.try_collect::<Vec<_>>().await?)
+            .select(Select::columns(&[cols::PARENT_ASIN, cols::TITLE]));
+        collect(q).await
     }
+}
+
+/// Runs a LanceDB query and gathers its record batches.
+async fn collect(query: impl ExecutableQuery) -> Result<Vec<RecordBatch>> {
+    Ok(query.execute().await?.try_collect::<Vec<_>>().await?)
 }
 
 fn hits(batches: &[RecordBatch], score_col: &str, score: impl Fn(f32) -> f32) -> Result<Vec<Hit>> {
