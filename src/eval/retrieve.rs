@@ -25,7 +25,7 @@ use crate::cols;
 use crate::context::Ctx;
 use crate::encoder::{self, DeviceKind, Embeddings};
 use crate::etl::pairs::{self, QueryType};
-use crate::index::ItemIndex;
+use crate::index::{AnnParams, ItemIndex};
 use crate::io::{self, thousands};
 use crate::layout::Split;
 
@@ -87,6 +87,12 @@ pub struct RetrieveConfig {
     /// sample of up to 1,000 queries
     #[arg(long)]
     pub ann: bool,
+    /// --ann: IVF partitions probed per query
+    #[arg(long, default_value_t = 20)]
+    pub nprobes: usize,
+    /// --ann: re-score refine-factor × top-K PQ candidates with the exact vectors (0: off)
+    #[arg(long, default_value_t = 4)]
+    pub refine_factor: u32,
     /// Queries per encoder forward pass
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
@@ -109,6 +115,8 @@ impl Default for RetrieveConfig {
             max_keywords: 20,
             max_queries: None,
             ann: false,
+            nprobes: 20,
+            refine_factor: 4,
             batch_size: 64,
             name: None,
             device: DeviceKind::Cpu,
@@ -266,7 +274,7 @@ pub fn run(ctx: &Ctx, cfg: &RetrieveConfig) -> Result<RetrieveSummary> {
             }
             let pb = io::progress(qv.len() as u64, "ann top-k", ctx.quiet);
             let out: Vec<Vec<(u32, f32)>> = index
-                .search_vectors_ann(&qv, k, &pb)?
+                .search_vectors_ann(&qv, k, AnnParams::from(cfg), &pb)?
                 .iter()
                 .map(|hs| ranked(hs, &in_index))
                 .collect();
@@ -333,6 +341,15 @@ pub fn run(ctx: &Ctx, cfg: &RetrieveConfig) -> Result<RetrieveSummary> {
         ann_recall,
         out,
     })
+}
+
+impl From<&RetrieveConfig> for AnnParams {
+    fn from(c: &RetrieveConfig) -> Self {
+        AnnParams {
+            nprobes: c.nprobes,
+            refine_factor: c.refine_factor,
+        }
+    }
 }
 
 /// `candidates_….ann.json` beside a candidates file.

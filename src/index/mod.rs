@@ -211,6 +211,13 @@ fn recover(db: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Search-time settings of the IVF-PQ index.
+#[derive(Debug, Clone, Copy)]
+pub struct AnnParams {
+    pub nprobes: usize,
+    pub refine_factor: u32,
+}
+
 /// One result row of a search.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
@@ -309,12 +316,12 @@ impl ItemIndex {
             vector.len(),
             self.info.dim
         );
-        self.rt.block_on(self.nearest(vector, k, true))
+        self.rt.block_on(self.nearest(vector, k, None))
     }
 
-    /// Nearest items by dot product (= cosine: vectors are unit length); `exact` bypasses a
-    /// vector index.
-    async fn nearest(&self, vector: &[f32], k: usize, exact: bool) -> Result<Vec<Hit>> {
+    /// Nearest items by dot product (= cosine: vectors are unit length): through the vector
+    /// index with `ann`, else exact (bypassing any index).
+    async fn nearest(&self, vector: &[f32], k: usize, ann: Option<AnnParams>) -> Result<Vec<Hit>> {
         let mut q = self
             .table
             .query()
@@ -322,8 +329,14 @@ impl ItemIndex {
             .distance_type(DistanceType::Dot)
             .limit(k)
             .select(Select::columns(&[cols::PARENT_ASIN, cols::TITLE]));
-        if exact {
-            q = q.bypass_vector_index();
+        match ann {
+            None => q = q.bypass_vector_index(),
+            Some(p) => {
+                q = q.nprobes(p.nprobes)?;
+                if p.refine_factor > 0 {
+                    q = q.refine_factor(p.refine_factor);
+                }
+            }
         }
         // LanceDB's dot distance is 1 − a·b.
         hits(&collect(q).await?, "_distance", |d| 1.0 - d)
@@ -361,13 +374,14 @@ impl ItemIndex {
         &self,
         queries: &Embeddings,
         k: usize,
+        params: AnnParams,
         pb: &indicatif::ProgressBar,
     ) -> Result<Vec<Vec<Hit>>> {
         use futures::StreamExt;
         let in_flight = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
         self.rt.block_on(async {
             futures::stream::iter((0..queries.len()).map(|i| async move {
-                let r = self.nearest(queries.row(i), k, false).await;
+                let r = self.nearest(queries.row(i), k, Some(params)).await;
                 pb.inc(1);
                 r
             }))
