@@ -275,3 +275,26 @@ fn ann_needs_enough_items_to_train() {
     let e = format!("{:#}", retrieve::run(&ctx, &cfg).err().unwrap());
     assert!(e.contains("at least 256 items"), "{e}");
 }
+
+#[test]
+fn failed_keyword_extractions_are_counted_as_empty_queries() {
+    use polars::prelude::*;
+    let (_dir, ctx) = pipeline();
+    let path = ctx.layout.keywords(Split::Test);
+    let mut kw = read_parquet(&path).unwrap();
+    let n = kw.height();
+    let failed: Vec<bool> = (0..n).map(|i| i % 4 == 0).collect();
+    kw.with_column(Column::new("keywords_failed".into(), failed))
+        .unwrap();
+    recsys::io::write_parquet(&mut kw, &path).unwrap();
+    let cfg = RetrieveConfig {
+        retriever: Retriever::Popularity,
+        query_type: recsys::etl::pairs::QueryType::Keywords,
+        top_k: 3,
+        ..RetrieveConfig::default()
+    };
+    let s = retrieve::run(&ctx, &cfg).unwrap();
+    assert_eq!(s.reviews, n, "no review is lost");
+    assert!(s.empty_queries >= n.div_ceil(4), "{s}");
+    assert_eq!(s.queries + s.empty_queries + s.not_in_index, n);
+}

@@ -19,6 +19,7 @@ pub enum QueryType {
     /// The review's keywords, comma-separated
     Keywords,
     /// The review's title and text
+    #[value(alias = "review_text")]
     ReviewText,
     /// One row of each
     Both,
@@ -85,7 +86,7 @@ impl std::fmt::Display for PairsSummary {
 
 /// The queries of one split's reviews: `review_id, user_id, parent_asin, timestamp, query,
 /// query_type`. A review-text query is title + text; a keyword query is the review's first
-/// `max_keywords` keywords joined by ", " (reviews whose extraction failed are left out).
+/// `max_keywords` keywords joined by ", " (empty when the extraction failed).
 /// Empty queries are kept (callers count them).
 pub fn queries(
     l: &Layout,
@@ -115,20 +116,20 @@ pub fn queries(
     }
     if query_type != QueryType::ReviewText {
         let mut sel = keep().to_vec();
+        let joined = col(cols::KEYWORDS)
+            .list()
+            .head(lit(max_keywords as u64))
+            .list()
+            .join(lit(", "), true);
+        // A failed extraction is an empty query: callers count it instead of losing the review.
         sel.push(
-            col(cols::KEYWORDS)
-                .list()
-                .head(lit(max_keywords as u64))
-                .list()
-                .join(lit(", "), true)
+            when(col(cols::KEYWORDS_FAILED))
+                .then(lit(""))
+                .otherwise(joined)
                 .alias(cols::QUERY),
         );
         sel.push(lit("keywords").alias(cols::QUERY_TYPE));
-        parts.push(
-            scan_parquet(&l.keywords(split))?
-                .filter(col(cols::KEYWORDS_FAILED).not())
-                .select(sel),
-        );
+        parts.push(scan_parquet(&l.keywords(split))?.select(sel));
     }
     Ok(concat(parts, UnionArgs::default())?)
 }
