@@ -54,7 +54,7 @@ pub struct EncoderArgs {
     /// Texts per forward pass (texts are sorted by length and padded per batch)
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Truncate texts to this many tokens [default: the model's max_seq_length, else 512]
+    /// Truncate texts to this many tokens [default: the model's max_seq_length (sentence_bert_config.json), at most 512]
     #[arg(long)]
     pub max_length: Option<usize>,
     /// Override the pooling the model directory declares
@@ -190,10 +190,11 @@ impl Encoder {
             (model, None)
         };
         let pooling = args.pooling.or(st.pooling).unwrap_or(Pooling::Mean);
+        // Default: the model's max_seq_length capped at 512 (BGE-M3 declares 8192, which on a
+        // CPU costs minutes per batch of long texts); --max-length goes beyond on purpose.
         let max_length = args
             .max_length
-            .or(st.max_seq_length)
-            .unwrap_or(512)
+            .unwrap_or_else(|| st.max_seq_length.unwrap_or(512).min(512))
             .min(config.max_tokens());
         anyhow::ensure!(
             max_length >= 2,
