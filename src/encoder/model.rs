@@ -206,15 +206,21 @@ pub fn pool(states: &Tensor, mask: &Tensor, pooling: Pooling, normalize: bool) -
             sum.broadcast_div(&count)?
         }
     };
-    if !normalize {
-        return Ok(pooled);
+    if normalize {
+        l2_normalize(&pooled)
+    } else {
+        Ok(pooled)
     }
-    let norm = pooled
+}
+
+/// Rows scaled to unit L2 length (differentiable; zero rows stay zero).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x
         .sqr()?
         .sum_keepdim(D::Minus1)?
         .sqrt()?
         .clamp(1e-12, f64::MAX)?;
-    pooled.broadcast_div(&norm)
+    x.broadcast_div(&norm)
 }
 
 /// Position ids as Hugging Face computes them: BERT counts 0.., XLM-RoBERTa counts real tokens

@@ -8,20 +8,12 @@
 
 use candle_core::{D, DType, Result, Tensor};
 
+use crate::encoder::model::l2_normalize;
+
 /// Default similarity scale (temperature 0.05).
 pub const DEFAULT_SCALE: f64 = 20.0;
 /// Added to masked logits: exp() of it is 0 in f32 and f64.
 const MASKED: f64 = -1e9;
-
-/// Rows scaled to unit length.
-fn unit(x: &Tensor) -> Result<Tensor> {
-    let norm = x
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .sqrt()?
-        .clamp(1e-12, f64::MAX)?;
-    x.broadcast_div(&norm)
-}
 
 /// The additive mask (b, docs): 0, or MASKED where document j is another copy of query i's item.
 /// `query_items[i]` is the item of query i and of positive i; `doc_items` lists the items of all
@@ -61,7 +53,7 @@ pub fn mnrl(
         Some(n) => Tensor::cat(&[positives, n], 0)?,
         None => positives.clone(),
     };
-    let logits = (unit(queries)?.matmul(&unit(&docs)?.t()?)? * scale)?.add(mask)?;
+    let logits = (l2_normalize(queries)?.matmul(&l2_normalize(&docs)?.t()?)? * scale)?.add(mask)?;
     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let b = queries.dim(0)?;
     // the label of row i is column i: take the diagonal of the first b columns
