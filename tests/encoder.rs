@@ -275,3 +275,44 @@ fn bad_model_directories_are_named() {
     let e = err(d);
     assert!(e.contains("1_Pooling") && e.contains("pooling_mode"), "{e}");
 }
+
+/// A saved trainable encoder loads back (ours) with the same vectors, pooling and length, in
+/// sentence-transformers layout.
+#[test]
+fn saved_model_loads_back_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, pooling) in [("tiny-bert", Pooling::Mean), ("tiny-xlmr", Pooling::Cls)] {
+        let enc =
+            Encoder::load_trainable(&args(enc_fixture(name), Some(40), Some(pooling))).unwrap();
+        let out = tmp.path().join(format!("{name}-finetuned"));
+        enc.save(&out).unwrap();
+        for f in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "modules.json",
+            "1_Pooling/config.json",
+            "sentence_bert_config.json",
+        ] {
+            assert!(out.join(f).is_file(), "{name}: {f} missing");
+        }
+        // no pooling / length flags: they must come from the saved files
+        let back = Encoder::load(&args(out.clone(), None, None)).unwrap();
+        assert_eq!(back.info.pooling, pooling);
+        assert_eq!(back.info.max_length, 40);
+        assert_eq!(back.config.architecture, enc.config.architecture);
+        let texts = ["gentle shampoo for curly hair", "Great product!", ""];
+        let pb = indicatif::ProgressBar::hidden();
+        let a = enc.encode(&texts, 2, &pb).unwrap();
+        let b = back.encode(&texts, 2, &pb).unwrap();
+        assert!(max_abs_diff(&a.data, &b.data) < 1e-6, "{name}");
+        // saving again replaces the directory
+        enc.save(&out).unwrap();
+    }
+    let inference_only = Encoder::load(&args(enc_fixture("tiny-bert"), None, None)).unwrap();
+    let e = inference_only
+        .save(&tmp.path().join("x"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("load_trainable"), "{e}");
+}

@@ -228,6 +228,71 @@ impl Encoder {
         })
     }
 
+    /// Saves a trainable encoder in Hugging Face / sentence-transformers layout, atomically:
+    /// config.json, model.safetensors (the current parameters), the tokenizer files of the
+    /// source directory, modules.json, 1_Pooling/config.json, 2_Normalize/ and
+    /// sentence_bert_config.json — loadable by [`Encoder::load`] and by sentence-transformers.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let varmap = self
+            .varmap
+            .as_ref()
+            .context("only an encoder loaded with load_trainable can be saved")?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(tmp.join("1_Pooling"))
+            .and_then(|_| std::fs::create_dir_all(tmp.join("2_Normalize")))
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        let written = (|| -> Result<()> {
+            let mut config = self.config.raw.clone();
+            config["architectures"] = serde_json::json!([self.config.architecture.class_name()]);
+            config["model_type"] = self.config.architecture.model_type().into();
+            write_json(&tmp.join("config.json"), &config)?;
+            varmap.save(tmp.join("model.safetensors"))?;
+            let src = Path::new(&self.info.path);
+            for f in TOKENIZER_FILES {
+                if src.join(f).is_file() {
+                    std::fs::copy(src.join(f), tmp.join(f))
+                        .with_context(|| format!("copying {f} from {}", src.display()))?;
+                }
+            }
+            write_json(
+                &tmp.join("modules.json"),
+                &serde_json::json!([
+                    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+                ]),
+            )?;
+            write_json(
+                &tmp.join("1_Pooling/config.json"),
+                &serde_json::json!({
+                    "word_embedding_dimension": self.info.dim,
+                    "pooling_mode_cls_token": self.info.pooling == Pooling::Cls,
+                    "pooling_mode_mean_tokens": self.info.pooling == Pooling::Mean,
+                    "pooling_mode_max_tokens": false,
+                    "pooling_mode_mean_sqrt_len_tokens": false
+                }),
+            )?;
+            write_json(
+                &tmp.join("sentence_bert_config.json"),
+                &serde_json::json!({"max_seq_length": self.info.max_length, "do_lower_case": false}),
+            )
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e.context(format!("saving the model to {}", dir.display())));
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("replacing {}", dir.display()))?;
+        }
+        std::fs::rename(&tmp, dir)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))
+    }
+
     /// Token ids per text (special tokens added, truncated to `max_length`).
     pub fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
         let inputs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
@@ -344,6 +409,21 @@ fn fill_varmap(varmap: &VarMap, weights: &HashMap<String, Tensor>, file: &Path) 
         var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
     }
     Ok(())
+}
+
+/// Tokenizer files copied along when a model is saved (whichever the source has).
+const TOKENIZER_FILES: [&str; 6] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+    "added_tokens.json",
+];
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(v)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Reads every tensor of `model.safetensors` / `pytorch_model.bin`, with the architecture
