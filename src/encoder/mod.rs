@@ -133,6 +133,9 @@ pub struct Encoder {
     pub device: Device,
     /// Present when loaded trainable: the parameters, by Hugging Face name.
     pub varmap: Option<VarMap>,
+    /// Checkpoint tensors the encoder does not use (BERT's `pooler.*`), written back by
+    /// [`Encoder::save`] so other loaders find the checkpoint complete.
+    extra: HashMap<String, Tensor>,
 }
 
 /// Vectors of `n` texts, row-major.
@@ -171,6 +174,11 @@ impl Encoder {
         let st = SentenceConfig::read(&files.dir)?;
         let device = args.device.device()?;
         let weights = read_weights(&files.weights, &device)?;
+        let extra: HashMap<String, Tensor> = weights
+            .iter()
+            .filter(|(k, _)| k.starts_with("pooler."))
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
         let (model, varmap) = if trainable {
             let varmap = VarMap::new();
             let model = Transformer::new(
@@ -225,6 +233,7 @@ impl Encoder {
             tokenizer,
             device,
             varmap,
+            extra,
         })
     }
 
@@ -251,7 +260,11 @@ impl Encoder {
             config["architectures"] = serde_json::json!([self.config.architecture.class_name()]);
             config["model_type"] = self.config.architecture.model_type().into();
             write_json(&tmp.join("config.json"), &config)?;
-            varmap.save(tmp.join("model.safetensors"))?;
+            let mut tensors = self.extra.clone();
+            for (k, v) in varmap.data().lock().expect("varmap lock").iter() {
+                tensors.insert(k.clone(), v.as_tensor().clone());
+            }
+            candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
             let src = Path::new(&self.info.path);
             for f in TOKENIZER_FILES {
                 if src.join(f).is_file() {
