@@ -2,3 +2,4 @@
 //! `recsys train retriever` itself is not implemented yet and says so.
 
 pub mod loss;
+pub mod schedule;
