@@ -1,6 +1,8 @@
 //! Encoder throughput on CPU with all-MiniLM-L6-v2 (real weights):
 //! 1. forward at batch 32 × 128 tokens (criterion), inference kernels (fused layer norm /
 //!    softmax) and training kernels (composite ops);
+//!    and one training step's compute (forward of 32 queries + 32 positives with the training
+//!    kernels, in-batch contrastive loss, backward);
 //! 2. `index build` on items of the full-size synthetic All_Beauty (112,590 items): one timed
 //!    run over the first `RECSYS_BENCH_INDEX_ITEMS` items (default 2,000; set 112590 for all),
 //!    printed with the extrapolation to all items.
@@ -11,12 +13,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::{DType, Device};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use recsys::Ctx;
 use recsys::data::synth::{self, SynthConfig};
 use recsys::encoder::{Encoder, EncoderArgs, Mode};
 use recsys::etl::build_items::{self, BuildItemsConfig};
 use recsys::index::{self, IndexBuildConfig};
+use recsys::train::loss::{DEFAULT_SCALE, mnrl, same_item_mask};
 
 const BATCH: usize = 32;
 const TOKENS: usize = 128;
@@ -54,6 +58,27 @@ fn forward(c: &mut Criterion) {
             b.iter(|| enc.embed(&batch, mode).unwrap().to_vec2::<f32>().unwrap())
         });
     }
+    group.finish();
+
+    // One training step's compute: forward (training kernels) of 32 queries and 32 positives,
+    // the in-batch contrastive loss, backward. (No optimizer update: AdamW is cheap next to it.)
+    let trainable = Encoder::load_trainable(&model_args()).unwrap();
+    let docs: Vec<Vec<u32>> = rows.iter().rev().cloned().collect();
+    let doc_refs: Vec<&[u32]> = docs.iter().map(|r| r.as_slice()).collect();
+    let doc_batch = trainable.batch(&doc_refs).unwrap();
+    let items: Vec<u64> = (0..BATCH as u64).collect();
+    let mask = same_item_mask(&items, &items, true, DType::F32, &Device::Cpu).unwrap();
+    let mut group = c.benchmark_group("minilm_train_step");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("fwd_bwd_32x128_pairs", |b| {
+        b.iter(|| {
+            let q = trainable.embed(&batch, Mode::Train).unwrap();
+            let p = trainable.embed(&doc_batch, Mode::Train).unwrap();
+            let loss = mnrl(&q, &p, None, &mask, DEFAULT_SCALE).unwrap();
+            loss.backward().unwrap()
+        })
+    });
     group.finish();
 }
 

@@ -35,3 +35,29 @@ for _ in range(10):
 med = statistics.median(times)
 print(f"torch {torch.__version__}, threads {torch.get_num_threads()}: median {med*1000:.1f} ms per batch "
       f"of {BATCH}x{TOKENS} = {BATCH/med:.1f} sentences/s (min {min(times)*1000:.1f} ms)")
+
+
+# One training step's compute: forward of 32 queries + 32 positives, in-batch MNRL, backward.
+model.train()
+docs = ids.flip(0)
+
+
+def step():
+    def emb(x):
+        h = model(input_ids=x, attention_mask=mask).last_hidden_state
+        return torch.nn.functional.normalize((h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True), dim=1)
+    q, p = emb(ids), emb(docs)
+    loss = torch.nn.functional.cross_entropy(20.0 * q @ p.T, torch.arange(BATCH))
+    loss.backward()
+    model.zero_grad()
+
+
+for _ in range(2):
+    step()
+times = []
+for _ in range(5):
+    t = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t)
+med = statistics.median(times)
+print(f"torch train step (fwd+bwd, 32 queries + 32 positives x {TOKENS} tokens): median {med*1000:.0f} ms")
