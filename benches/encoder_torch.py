@@ -25,16 +25,21 @@ def run():
         return torch.nn.functional.normalize(v, dim=1)
 
 
-for _ in range(3):
-    run()
-times = []
-for _ in range(10):
-    t = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - t)
-med = statistics.median(times)
+def timed(fn, warmup, n):
+    """Median and minimum seconds of `n` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times)
+
+
+med, fastest = timed(run, 3, 10)
 print(f"torch {torch.__version__}, threads {torch.get_num_threads()}: median {med*1000:.1f} ms per batch "
-      f"of {BATCH}x{TOKENS} = {BATCH/med:.1f} sentences/s (min {min(times)*1000:.1f} ms)")
+      f"of {BATCH}x{TOKENS} = {BATCH/med:.1f} sentences/s (min {fastest*1000:.1f} ms)")
 
 
 # One training step's compute: forward of 32 queries + 32 positives, in-batch MNRL, backward.
@@ -52,12 +57,5 @@ def step():
     model.zero_grad()
 
 
-for _ in range(2):
-    step()
-times = []
-for _ in range(5):
-    t = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t)
-med = statistics.median(times)
+med, _ = timed(step, 2, 5)
 print(f"torch train step (fwd+bwd, 32 queries + 32 positives x {TOKENS} tokens): median {med*1000:.0f} ms")

@@ -206,7 +206,8 @@ pub fn run(ctx: &Ctx, cfg: &RetrieveConfig) -> Result<RetrieveSummary> {
         bail!("--query-type both: pick review-text or keywords (one query per review)");
     }
     let index = ItemIndex::open(ctx)?;
-    let (asins, vectors) = index.vectors()?;
+    let needs_vectors = matches!(cfg.retriever, Retriever::Dense | Retriever::Hybrid);
+    let (asins, vectors) = index.items(needs_vectors)?;
     let in_index: HashMap<&str, u32> = asins
         .iter()
         .enumerate()

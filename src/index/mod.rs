@@ -391,13 +391,17 @@ impl ItemIndex {
         })
     }
 
-    /// Every item's `parent_asin` and vector, in table order.
-    pub fn vectors(&self) -> Result<(Vec<String>, Embeddings)> {
-        let query = self
-            .table
-            .query()
-            .select(Select::columns(&[cols::PARENT_ASIN, VECTOR]));
+    /// Every item's `parent_asin`, in table order, with its vector when `with_vectors` (the
+    /// BM25 and popularity retrievers need only the ids; `data` is then empty).
+    pub fn items(&self, with_vectors: bool) -> Result<(Vec<String>, Embeddings)> {
+        let columns: &[&str] = if with_vectors {
+            &[cols::PARENT_ASIN, VECTOR]
+        } else {
+            &[cols::PARENT_ASIN]
+        };
+        let query = self.table.query().select(Select::columns(columns));
         let batches = self.rt.block_on(collect(query))?;
+        let dim = self.info.dim;
         let (mut asins, mut data) = (Vec::with_capacity(self.rows), Vec::new());
         for b in &batches {
             let a = b
@@ -405,24 +409,26 @@ impl ItemIndex {
                 .and_then(|c| c.as_any().downcast_ref::<StringArray>())
                 .context("parent_asin column missing or not a string")?;
             asins.extend(a.iter().map(|x| x.unwrap_or_default().to_string()));
+            if !with_vectors {
+                continue;
+            }
             let v = b
                 .column_by_name(VECTOR)
                 .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
                 .context("vector column missing or not a fixed-size list")?;
-            for i in 0..v.len() {
-                let row = v.value(i);
-                let row = row
-                    .as_any()
-                    .downcast_ref::<Float32Array>()
-                    .context("vector values are not f32")?;
-                data.extend_from_slice(row.values());
-            }
+            let values = v
+                .values()
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .context("vector values are not f32")?;
+            let start = v.offset() * dim;
+            data.extend_from_slice(&values.values()[start..start + v.len() * dim]);
         }
-        let emb = Embeddings {
-            dim: self.info.dim,
-            data,
-        };
-        anyhow::ensure!(emb.len() == asins.len(), "one vector per item");
+        let emb = Embeddings { dim, data };
+        anyhow::ensure!(
+            !with_vectors || emb.len() == asins.len(),
+            "one vector per item"
+        );
         Ok((asins, emb))
     }
 
