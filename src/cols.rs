@@ -41,6 +41,8 @@ pub const QUERY: &str = "query";
 pub const POSITIVE: &str = "positive";
 pub const NEGATIVE: &str = "negative";
 pub const NEGATIVE_PARENT_ASIN: &str = "negative_parent_asin";
+/// Rank of a mined negative in the miner's top list.
+pub const NEGATIVE_RANK: &str = "negative_rank";
 pub const QUERY_TYPE: &str = "query_type";
 
 pub const TARGET_PARENT_ASIN: &str = "target_parent_asin";

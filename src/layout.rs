@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use crate::error::InputError;
 
 /// The three time-based splits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
     Valid,
@@ -89,6 +92,10 @@ impl Layout {
     pub fn training_pairs(&self) -> PathBuf {
         self.processed_dir().join("training_pairs.parquet")
     }
+    /// Training rows with hard negatives mined by `train mine-negatives`.
+    pub fn training_pairs_mined(&self) -> PathBuf {
+        self.processed_dir().join("training_pairs_mined.parquet")
+    }
     /// The resumable cache of one LLM task (`keywords`, `description_summaries`).
     pub fn llm_cache(&self, task: &str) -> PathBuf {
         self.root
@@ -104,6 +111,11 @@ impl Layout {
             None => format!("candidates_{split}.parquet"),
         };
         self.evaluation_dir().join(file)
+    }
+    /// Candidates of a split re-ranked by `rerank`.
+    pub fn reranked(&self, split: Split) -> PathBuf {
+        self.evaluation_dir()
+            .join(format!("reranked_{split}.parquet"))
     }
     /// What `eval` computed for a split.
     pub fn metrics(&self, split: Split) -> PathBuf {

@@ -14,6 +14,7 @@ pub mod index;
 pub mod io;
 pub mod layout;
 pub mod llm;
+pub mod rank;
 pub mod train;
 
 pub use context::Ctx;

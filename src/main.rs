@@ -14,6 +14,9 @@ use recsys::etl::summaries::{self, SummariesConfig};
 use recsys::eval::retrieve::{self, RetrieveConfig};
 use recsys::eval::{self, EvalConfig};
 use recsys::index::{self, IndexBuildConfig, SearchConfig};
+use recsys::rank::{self, RankerConfig, RerankConfig};
+use recsys::train::negatives::{self, MineConfig};
+use recsys::train::retriever::{self, RetrieverConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,16 +54,16 @@ enum Command {
     Index(IndexCommand),
     /// Ad-hoc search of the item index: top-k items (title, parent_asin, score) for a query
     Search(SearchConfig),
-    /// Fine-tuning data and models: pairs (retriever, mine-negatives, ranker: not implemented yet)
+    /// Fine-tuning data and models: pairs, retriever, mine-negatives, ranker
     #[command(subcommand)]
     Train(TrainCommand),
     /// Top-K candidate items per review of a split → evaluation/candidates_{split}[_{name}].parquet
     Retrieve(RetrieveConfig),
-    /// Recall@K and MRR of every candidates file of a split: table, metrics_{split}.json,
-    /// recall_{split}.svg
+    /// Recall@K and MRR of every candidates file of a split, and NDCG@5 of stage-1 vs re-ranked
+    /// order: tables, metrics_{split}.json, recall_{split}.svg
     Eval(EvalConfig),
-    /// Re-rank candidates with the XGBoost ranker (not implemented yet)
-    Rerank(NotYet),
+    /// Re-rank a split's candidates with the XGBoost ranker → evaluation/reranked_{split}.parquet
+    Rerank(RerankConfig),
     /// Run every stage in order (not implemented yet)
     Pipeline(NotYet),
 }
@@ -94,12 +97,14 @@ enum IndexCommand {
 enum TrainCommand {
     /// (query, positive[, negative]) rows from TRAIN reviews → processed/training_pairs.parquet
     Pairs(PairsConfig),
-    /// Contrastive fine-tuning of the encoder (not implemented yet)
-    Retriever(NotYet),
-    /// Hard negatives from the current model (not implemented yet)
-    MineNegatives(NotYet),
-    /// XGBoost learning-to-rank model (not implemented yet)
-    Ranker(NotYet),
+    /// Contrastive fine-tuning of the encoder (in-batch negatives, same-item masking) →
+    /// models/{base}-finetuned-{YYYYMMDD-HHMMSS}/ (resumable with --resume)
+    Retriever(RetrieverConfig),
+    /// Hard negatives from the current model (ranks 10–100) → processed/training_pairs_mined.parquet
+    MineNegatives(MineConfig),
+    /// XGBoost learning-to-rank (rank:ndcg) over TRAIN candidates, early stopping on VALID →
+    /// models/ranker-{YYYYMMDD-HHMMSS}/
+    Ranker(RankerConfig),
 }
 
 /// A command that exists in the design but is not built yet: it takes any arguments and exits 2.
@@ -132,14 +137,16 @@ fn main() -> ExitCode {
         Command::Index(IndexCommand::Build(cfg)) => index::build(&ctx, cfg).map(|s| s.to_string()),
         Command::Search(cfg) => index::search(&ctx, cfg).map(|s| s.to_string()),
         Command::Train(TrainCommand::Pairs(cfg)) => pairs::run(&ctx, cfg).map(|s| s.to_string()),
-        Command::Train(TrainCommand::Retriever(_)) => return not_implemented("train retriever"),
-        Command::Train(TrainCommand::MineNegatives(_)) => {
-            return not_implemented("train mine-negatives");
+        Command::Train(TrainCommand::Retriever(cfg)) => {
+            retriever::run(&ctx, cfg).map(|s| s.to_string())
         }
-        Command::Train(TrainCommand::Ranker(_)) => return not_implemented("train ranker"),
+        Command::Train(TrainCommand::MineNegatives(cfg)) => {
+            negatives::run(&ctx, cfg).map(|s| s.to_string())
+        }
+        Command::Train(TrainCommand::Ranker(cfg)) => rank::train(&ctx, cfg).map(|s| s.to_string()),
         Command::Retrieve(cfg) => retrieve::run(&ctx, cfg).map(|s| s.to_string()),
         Command::Eval(cfg) => eval::run(&ctx, cfg).map(|s| s.to_string()),
-        Command::Rerank(_) => return not_implemented("rerank"),
+        Command::Rerank(cfg) => rank::rerank(&ctx, cfg).map(|s| s.to_string()),
         Command::Pipeline(_) => return not_implemented("pipeline"),
     };
     match result {

@@ -310,9 +310,30 @@ fn saved_model_loads_back_identically() {
         enc.save(&out).unwrap();
     }
     let inference_only = Encoder::load(&args(enc_fixture("tiny-bert"), None, None)).unwrap();
-    let e = inference_only
-        .save(&tmp.path().join("x"))
-        .unwrap_err()
-        .to_string();
+    let e = format!(
+        "{:#}",
+        inference_only.save(&tmp.path().join("x")).unwrap_err()
+    );
     assert!(e.contains("load_trainable"), "{e}");
+}
+
+/// Truncating token ids afterwards (per-side lengths in training) gives what the tokenizer gives
+/// when loaded with that maximum length.
+#[test]
+fn tokenize_max_matches_tokenizer_truncation() {
+    let texts = [
+        "a fairly long sentence about shampoo, conditioner and a gentle curly hair routine",
+        "short",
+        "",
+    ];
+    for name in ["tiny-bert", "tiny-xlmr"] {
+        let full = Encoder::load(&args(enc_fixture(name), None, None)).unwrap();
+        let cut = Encoder::load(&args(enc_fixture(name), Some(7), None)).unwrap();
+        let expect = cut.tokenize(&texts).unwrap();
+        assert_eq!(full.tokenize_max(&texts, 7).unwrap(), expect, "{name}");
+        assert!(
+            expect[0].len() == 7 && expect[2].len() == 2,
+            "{name}: {expect:?}"
+        );
+    }
 }

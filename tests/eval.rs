@@ -98,7 +98,14 @@ fn retrieve_and_eval_every_retriever() {
         .collect();
     assert_eq!(files, ["", "bm25", "hybrid", "popularity"]);
 
-    let report = eval::run(&ctx, &EvalConfig { split: Split::Test }).unwrap();
+    let report = eval::run(
+        &ctx,
+        &EvalConfig {
+            split: Split::Test,
+            stage: Default::default(),
+        },
+    )
+    .unwrap();
     assert_eq!(report.runs.len(), 4);
     let text = report.to_string();
     assert!(text.contains("R@10") && text.contains("MRR") && text.contains("popularity"));
@@ -223,6 +230,7 @@ fn eval_without_candidates_says_what_to_run() {
         &ctx,
         &EvalConfig {
             split: Split::Valid,
+            stage: Default::default(),
         },
     )
     .err()
@@ -252,7 +260,14 @@ fn ann_retrieval_reports_its_recall_against_exact() {
         (0.0..=1.0).contains(&a.ann_recall_vs_exact) && a.ann_recall_vs_exact > 0.2,
         "{a:?}"
     );
-    let report = eval::run(&ctx, &EvalConfig { split: Split::Test }).unwrap();
+    let report = eval::run(
+        &ctx,
+        &EvalConfig {
+            split: Split::Test,
+            stage: Default::default(),
+        },
+    )
+    .unwrap();
     let r = report.runs.iter().find(|r| r.name == "dense_ann").unwrap();
     assert_eq!(r.ann.unwrap().sampled_queries, a.sampled_queries);
     assert!(report.to_string().contains("of the exact top-K"));

@@ -23,7 +23,8 @@ pub use model::{Batch, Mode, Transformer};
 pub const DEFAULT_MODEL: &str = "models/all-MiniLM-L6-v2";
 
 /// Where the model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
     #[default]
     Cpu,
@@ -237,65 +238,16 @@ impl Encoder {
         })
     }
 
-    /// Saves a trainable encoder in Hugging Face / sentence-transformers layout, atomically:
-    /// config.json, model.safetensors (the current parameters), the tokenizer files of the
-    /// source directory, modules.json, 1_Pooling/config.json, 2_Normalize/ and
-    /// sentence_bert_config.json — loadable by [`Encoder::load`] and by sentence-transformers.
+    /// Saves a trainable encoder in Hugging Face / sentence-transformers layout, atomically
+    /// (written into a temporary directory, then renamed over `dir`): see [`Encoder::write_files`].
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let varmap = self
-            .varmap
-            .as_ref()
-            .context("only an encoder loaded with load_trainable can be saved")?;
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let tmp = dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(tmp.join("1_Pooling"))
-            .and_then(|_| std::fs::create_dir_all(tmp.join("2_Normalize")))
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        let written = (|| -> Result<()> {
-            let mut config = self.config.raw.clone();
-            config["architectures"] = serde_json::json!([self.config.architecture.class_name()]);
-            config["model_type"] = self.config.architecture.model_type().into();
-            write_json(&tmp.join("config.json"), &config)?;
-            let mut tensors = self.extra.clone();
-            for (k, v) in varmap.data().lock().expect("varmap lock").iter() {
-                tensors.insert(k.clone(), v.as_tensor().clone());
-            }
-            candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
-            let src = Path::new(&self.info.path);
-            for f in TOKENIZER_FILES {
-                if src.join(f).is_file() {
-                    std::fs::copy(src.join(f), tmp.join(f))
-                        .with_context(|| format!("copying {f} from {}", src.display()))?;
-                }
-            }
-            write_json(
-                &tmp.join("modules.json"),
-                &serde_json::json!([
-                    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-                    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
-                ]),
-            )?;
-            write_json(
-                &tmp.join("1_Pooling/config.json"),
-                &serde_json::json!({
-                    "word_embedding_dimension": self.info.dim,
-                    "pooling_mode_cls_token": self.info.pooling == Pooling::Cls,
-                    "pooling_mode_mean_tokens": self.info.pooling == Pooling::Mean,
-                    "pooling_mode_max_tokens": false,
-                    "pooling_mode_mean_sqrt_len_tokens": false
-                }),
-            )?;
-            write_json(
-                &tmp.join("sentence_bert_config.json"),
-                &serde_json::json!({"max_seq_length": self.info.max_length, "do_lower_case": false}),
-            )
-        })();
-        if let Err(e) = written {
+        if let Err(e) = self.write_files(&tmp) {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e.context(format!("saving the model to {}", dir.display())));
         }
@@ -306,6 +258,66 @@ impl Encoder {
             .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))
     }
 
+    /// Writes the model files into `dir` (created if missing; other files there are kept):
+    /// config.json, model.safetensors (the current parameters), the tokenizer files of the
+    /// source directory, modules.json, 1_Pooling/config.json, 2_Normalize/ and
+    /// sentence_bert_config.json — loadable by [`Encoder::load`] and by sentence-transformers.
+    /// Each file is written under a temporary name and renamed.
+    pub fn write_files(&self, dir: &Path) -> Result<()> {
+        let varmap = self
+            .varmap
+            .as_ref()
+            .context("only an encoder loaded with load_trainable can be saved")?;
+        std::fs::create_dir_all(dir.join("1_Pooling"))
+            .and_then(|_| std::fs::create_dir_all(dir.join("2_Normalize")))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let mut config = self.config.raw.clone();
+        config["architectures"] = serde_json::json!([self.config.architecture.class_name()]);
+        config["model_type"] = self.config.architecture.model_type().into();
+        write_json(&dir.join("config.json"), &config)?;
+        let mut tensors = self.extra.clone();
+        for (k, v) in varmap.data().lock().expect("varmap lock").iter() {
+            tensors.insert(k.clone(), v.as_tensor().clone());
+        }
+        crate::io::write_atomic(&dir.join("model.safetensors"), |tmp| {
+            Ok(candle_core::safetensors::save(&tensors, tmp)?)
+        })?;
+        let src = Path::new(&self.info.path);
+        if src != dir {
+            for f in TOKENIZER_FILES {
+                if src.join(f).is_file() {
+                    crate::io::write_atomic(&dir.join(f), |tmp| {
+                        std::fs::copy(src.join(f), tmp)
+                            .with_context(|| format!("copying {f} from {}", src.display()))
+                            .map(|_| ())
+                    })?;
+                }
+            }
+        }
+        write_json(
+            &dir.join("modules.json"),
+            &serde_json::json!([
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+            ]),
+        )?;
+        write_json(
+            &dir.join("1_Pooling/config.json"),
+            &serde_json::json!({
+                "word_embedding_dimension": self.info.dim,
+                "pooling_mode_cls_token": self.info.pooling == Pooling::Cls,
+                "pooling_mode_mean_tokens": self.info.pooling == Pooling::Mean,
+                "pooling_mode_max_tokens": false,
+                "pooling_mode_mean_sqrt_len_tokens": false
+            }),
+        )?;
+        write_json(
+            &dir.join("sentence_bert_config.json"),
+            &serde_json::json!({"max_seq_length": self.info.max_length, "do_lower_case": false}),
+        )
+    }
+
     /// Token ids per text (special tokens added, truncated to `max_length`).
     pub fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
         let inputs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
@@ -314,6 +326,24 @@ impl Encoder {
             .encode_batch(inputs, true)
             .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
         Ok(encs.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Token ids per text, truncated to at most `max_len` tokens (special tokens included, the
+    /// closing one kept), as the tokenizer would truncate at that length.
+    pub fn tokenize_max<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        max_len: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        let mut ids = self.tokenize(texts)?;
+        for row in &mut ids {
+            if row.len() > max_len && max_len >= 2 {
+                let last = row[row.len() - 1];
+                row.truncate(max_len - 1);
+                row.push(last);
+            }
+        }
+        Ok(ids)
     }
 
     /// One right-padded batch from token ids.
@@ -345,11 +375,21 @@ impl Encoder {
         batch_size: usize,
         pb: &ProgressBar,
     ) -> Result<Embeddings> {
+        let ids = self.tokenize(texts)?;
+        self.encode_ids(&ids, batch_size, pb)
+    }
+
+    /// [`Encoder::encode`] of texts already tokenized (and truncated).
+    pub fn encode_ids(
+        &self,
+        ids: &[Vec<u32>],
+        batch_size: usize,
+        pb: &ProgressBar,
+    ) -> Result<Embeddings> {
         anyhow::ensure!(batch_size > 0, "--batch-size must be at least 1");
         let dim = self.info.dim;
-        let mut data = vec![0f32; texts.len() * dim];
-        let ids = self.tokenize(texts)?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
+        let mut data = vec![0f32; ids.len() * dim];
+        let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         for chunk in order.chunks(batch_size) {
             let batch_ids: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
@@ -435,8 +475,10 @@ const TOKENIZER_FILES: [&str; 6] = [
 ];
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(v)?)
-        .with_context(|| format!("writing {}", path.display()))
+    crate::io::write_atomic(path, |tmp| {
+        std::fs::write(tmp, serde_json::to_string_pretty(v)?)
+            .with_context(|| format!("writing {}", tmp.display()))
+    })
 }
 
 /// Reads every tensor of `model.safetensors` / `pytorch_model.bin`, with the architecture
@@ -491,7 +533,8 @@ fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer> {
     Ok(tok)
 }
 
-fn model_name(dir: &Path) -> String {
+/// A model's name: its directory's name.
+pub fn model_name(dir: &Path) -> String {
     let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     canon
         .file_name()

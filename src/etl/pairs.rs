@@ -14,7 +14,10 @@ use crate::context::Ctx;
 use crate::io::{scan_parquet, thousands, write_parquet};
 use crate::layout::{Layout, Split};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum QueryType {
     /// The review's keywords, comma-separated
     Keywords,

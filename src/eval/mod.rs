@@ -17,12 +17,35 @@ use crate::io;
 use crate::layout::Split;
 use metrics::{KS, Metrics};
 
+/// Which stage(s) `eval` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Stage {
+    /// Both tables (stage 2 when reranked_{split}.parquet exists)
+    #[default]
+    All,
+    /// Stage 1: every candidates_{split}*.parquet
+    Retrieve,
+    /// Stage 2: reranked_{split}.parquet, stage-1 order vs re-ranked order
+    Rerank,
+}
+
 /// `recsys eval`
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalConfig {
     /// Split whose candidate files are scored (every candidates_{split}*.parquet)
     #[arg(long, value_enum, default_value_t = Split::Test)]
     pub split: Split,
+    /// Which stage to report
+    #[arg(long, value_enum, default_value_t = Stage::All)]
+    pub stage: Stage,
+}
+
+/// Stage 2: the same candidates in stage-1 order and in re-ranked order.
+#[derive(Debug, Clone, Serialize)]
+pub struct RerankEval {
+    pub file: PathBuf,
+    pub stage1: Metrics,
+    pub reranked: Metrics,
 }
 
 /// The metrics of one candidates file.
@@ -58,6 +81,8 @@ impl Run {
 pub struct EvalReport {
     pub split: String,
     pub runs: Vec<Run>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<RerankEval>,
     #[serde(skip)]
     pub json: PathBuf,
     #[serde(skip)]
@@ -73,35 +98,64 @@ impl fmt::Display for EvalReport {
             .max()
             .unwrap_or(0)
             .max(9);
-        writeln!(f, "eval {} — stage 1 (retrieval)", self.split)?;
-        write!(f, "{:<width$}  {:>8}", "run", "queries")?;
-        for k in KS {
-            write!(f, "  {:>14}", format!("R@{k}"))?;
-        }
-        writeln!(f, "  {:>7}", "MRR")?;
-        for r in &self.runs {
-            write!(
-                f,
-                "{:<width$}  {:>8}",
-                r.label(),
-                io::thousands(r.metrics.queries)
-            )?;
+        if !self.runs.is_empty() {
+            writeln!(f, "eval {} — stage 1 (retrieval)", self.split)?;
+            write!(f, "{:<width$}  {:>8}", "run", "queries")?;
             for k in KS {
-                match r.metrics.recall.iter().find(|x| x.k == k) {
-                    Some(x) => write!(f, "  {:>14}", format!("{:.4} ({})", x.recall, x.hits))?,
-                    None => write!(f, "  {:>14}", "-")?,
+                write!(f, "  {:>14}", format!("R@{k}"))?;
+            }
+            writeln!(f, "  {:>7}", "MRR")?;
+            for r in &self.runs {
+                write!(
+                    f,
+                    "{:<width$}  {:>8}",
+                    r.label(),
+                    io::thousands(r.metrics.queries)
+                )?;
+                for k in KS {
+                    match r.metrics.recall.iter().find(|x| x.k == k) {
+                        Some(x) => write!(f, "  {:>14}", format!("{:.4} ({})", x.recall, x.hits))?,
+                        None => write!(f, "  {:>14}", "-")?,
+                    }
+                }
+                writeln!(f, "  {:>7.4}", r.metrics.mrr)?;
+            }
+            for r in &self.runs {
+                if let Some(a) = r.ann {
+                    writeln!(
+                        f,
+                        "{}: ANN top-K holds {:.2}% of the exact top-K ({} sampled queries)",
+                        r.label(),
+                        100.0 * a.ann_recall_vs_exact,
+                        a.sampled_queries
+                    )?;
                 }
             }
-            writeln!(f, "  {:>7.4}", r.metrics.mrr)?;
         }
-        for r in &self.runs {
-            if let Some(a) = r.ann {
+        if let Some(r) = &self.rerank {
+            writeln!(
+                f,
+                "eval {} — stage 2 (re-ranking {}, the same candidates)",
+                self.split,
+                r.file.display()
+            )?;
+            writeln!(
+                f,
+                "{:<14}  {:>8}  {:>7}  {:>7}  {:>7}  {:>7}  {:>7}",
+                "order", "queries", "NDCG@5", "R@1", "R@5", "R@10", "MRR"
+            )?;
+            for (name, m) in [("stage 1", &r.stage1), ("re-ranked", &r.reranked)] {
+                let at = |k| m.recall_at(k).unwrap_or(0.0);
                 writeln!(
                     f,
-                    "{}: ANN top-K holds {:.2}% of the exact top-K ({} sampled queries)",
-                    r.label(),
-                    100.0 * a.ann_recall_vs_exact,
-                    a.sampled_queries
+                    "{:<14}  {:>8}  {:>7.4}  {:>7.4}  {:>7.4}  {:>7.4}  {:>7.4}",
+                    name,
+                    io::thousands(m.queries),
+                    m.ndcg_at_5,
+                    at(1),
+                    at(5),
+                    at(10),
+                    m.mrr
                 )?;
             }
         }
@@ -148,12 +202,13 @@ pub fn candidate_files(ctx: &Ctx, split: Split) -> Result<Vec<(String, PathBuf)>
     Ok(out)
 }
 
-/// Scores one candidates file: the best rank of each query's target (None: not retrieved).
-pub fn score_file(name: &str, file: &Path) -> Result<Run> {
+/// The rank (in column `rank_col`) of each query's target, None when it is not among the
+/// candidates; with the first `retriever` and `model` of each query.
+fn target_ranks(file: &Path, rank_col: &str) -> Result<(Vec<Option<usize>>, DataFrame)> {
     let df = io::scan_parquet(file)?
         .group_by([col(cols::REVIEW_ID)])
         .agg([
-            col(cols::RANK)
+            col(rank_col)
                 .filter(col(cols::PARENT_ASIN).eq(col(cols::TARGET_PARENT_ASIN)))
                 .min()
                 .alias("hit_rank"),
@@ -169,6 +224,12 @@ pub fn score_file(name: &str, file: &Path) -> Result<Run> {
         .iter()
         .map(|r| r.map(|r| r as usize))
         .collect();
+    Ok((ranks, df))
+}
+
+/// Scores one candidates file: the best rank of each query's target (None: not retrieved).
+pub fn score_file(name: &str, file: &Path) -> Result<Run> {
+    let (ranks, df) = target_ranks(file, cols::RANK)?;
     let first = |c: &str| -> Result<String> {
         Ok(df
             .column(c)?
@@ -202,13 +263,38 @@ pub fn score_file(name: &str, file: &Path) -> Result<Run> {
 
 /// `recsys eval`: metrics of every candidates file of the split, as a table, JSON and a plot.
 pub fn run(ctx: &Ctx, cfg: &EvalConfig) -> Result<EvalReport> {
-    let runs = candidate_files(ctx, cfg.split)?
-        .iter()
-        .map(|(name, file)| score_file(name, file))
-        .collect::<Result<Vec<_>>>()?;
+    let runs = if cfg.stage == Stage::Rerank {
+        Vec::new()
+    } else {
+        candidate_files(ctx, cfg.split)?
+            .iter()
+            .map(|(name, file)| score_file(name, file))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let reranked = ctx.layout.reranked(cfg.split);
+    let rerank = match cfg.stage {
+        Stage::Retrieve => None,
+        Stage::All if !reranked.is_file() => None,
+        _ => {
+            anyhow::ensure!(
+                reranked.is_file(),
+                "{} not found: run `recsys rerank --split {}` first",
+                reranked.display(),
+                cfg.split
+            );
+            let (stage1, _) = target_ranks(&reranked, cols::RANK)?;
+            let (after, _) = target_ranks(&reranked, crate::rank::RERANK_RANK)?;
+            Some(RerankEval {
+                file: reranked,
+                stage1: Metrics::from_ranks(&stage1, &KS),
+                reranked: Metrics::from_ranks(&after, &KS),
+            })
+        }
+    };
     let report = EvalReport {
         split: cfg.split.to_string(),
         runs,
+        rerank,
         json: ctx.layout.metrics(cfg.split),
         plot: ctx.layout.recall_plot(cfg.split),
     };

@@ -240,13 +240,10 @@ pub fn run(ctx: &Ctx, cfg: &RetrieveConfig) -> Result<RetrieveSummary> {
     }
     let sampled = cfg.max_queries.is_some_and(|n| n < queries.len());
     if let Some(n) = cfg.max_queries.filter(|_| sampled) {
-        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
-        let mut idx: Vec<usize> = (0..queries.len()).collect();
-        idx.shuffle(&mut rng);
-        idx.truncate(n);
-        idx.sort_unstable();
         let mut keep = vec![false; queries.len()];
-        idx.into_iter().for_each(|i| keep[i] = true);
+        sample_indices(queries.len(), n, ctx.seed)
+            .into_iter()
+            .for_each(|i| keep[i] = true);
         let mut it = keep.into_iter();
         queries.retain(|_| it.next().unwrap_or(false));
     }
@@ -351,6 +348,18 @@ impl From<&RetrieveConfig> for AnnParams {
             refine_factor: c.refine_factor,
         }
     }
+}
+
+/// A seeded random sample of `n` of the indices `0..len` (all of them when `n >= len`), in
+/// ascending order: the same seed gives the same sample.
+pub fn sample_indices(len: usize, n: usize, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..len).collect();
+    if n < len {
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        idx.truncate(n);
+        idx.sort_unstable();
+    }
+    idx
 }
 
 /// `candidates_….ann.json` beside a candidates file.

@@ -1,5 +1,9 @@
-//! Retriever fine-tuning (issue 5, in progress): so far the contrastive loss.
-//! `recsys train retriever` itself is not implemented yet and says so.
+//! Retriever fine-tuning: the contrastive loss, AdamW, the schedule and sampler, the training
+//! loop with evaluation and checkpoints (`train retriever`), hard-negative mining
+//! (`train mine-negatives`).
 
 pub mod loss;
+pub mod negatives;
+pub mod optim;
+pub mod retriever;
 pub mod schedule;

@@ -1,0 +1,884 @@
+//! `recsys train retriever`: contrastive fine-tuning of the encoder on
+//! `processed/training_pairs.parquet` (MultipleNegativesRankingLoss, in-batch negatives with
+//! same-item masking, optional triplet negatives), AdamW with linear warm-up/decay and
+//! gradient-norm clipping, evaluation on a fixed sample of valid queries against all items,
+//! the best checkpoint kept, resumable.
+//!
+//! Output directory (default `models/{base}-finetuned-{YYYYMMDD-HHMMSS}/`):
+//! the best model in Hugging Face / sentence-transformers layout, `training_args.json`,
+//! `metrics.jsonl` (one line per evaluation), `trainer_state.json`, and while the run is not
+//! finished `checkpoint-{step}/` (the weights, `optimizer.safetensors`, `trainer_state.json`)
+//! from which `--resume` continues.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::Tensor;
+use polars::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::loss::{self, DEFAULT_SCALE};
+use super::optim::{AdamW, AdamWParams};
+use super::schedule::{clip_grad_norm, item_distinct_batches, linear_warmup_decay};
+use crate::cols;
+use crate::context::Ctx;
+use crate::encoder::{DEFAULT_MODEL, DeviceKind, Encoder, EncoderArgs, Mode, ModelInfo};
+use crate::etl::pairs::{self, QueryType};
+use crate::eval::metrics::{KS, Metrics};
+use crate::eval::retrieve::{exact_topk, sample_indices};
+use crate::io::{self, thousands};
+use crate::layout::Split;
+
+/// Where fine-tuned models go by default (relative to the working directory).
+pub const MODELS_DIR: &str = "models";
+
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+pub struct RetrieverConfig {
+    /// Encoder to start from (Hugging Face layout directory)
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub base_model: PathBuf,
+    /// Training rows (query, positive, parent_asin[, negative, negative_parent_asin])
+    /// [default: DATA_DIR/processed/training_pairs.parquet; `train mine-negatives` writes
+    /// training_pairs_mined.parquet]
+    #[arg(long)]
+    pub pairs: Option<PathBuf>,
+    /// Output directory [default: models/{base-name}-finetuned-{YYYYMMDD-HHMMSS}]
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Passes over the training rows
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (the schedule is laid out over them)
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Training rows per step (the in-batch negatives of each query)
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Peak learning rate
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    /// Share of the steps spent warming the learning rate up linearly from 0 (then it decays
+    /// linearly to 0)
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    /// AdamW decoupled weight decay (not applied to biases and LayerNorm weights)
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Clip the global gradient L2 norm to this value (0: no clipping)
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Cosine-similarity scale of the loss (1 / temperature)
+    #[arg(long, default_value_t = DEFAULT_SCALE)]
+    pub scale: f64,
+    /// Treat other rows of the same item in a batch as negatives (plain MNRL, for comparison)
+    #[arg(long)]
+    pub no_mask_same_item: bool,
+    /// Ignore the pairs file's negative column (in-batch negatives only)
+    #[arg(long)]
+    pub no_negatives: bool,
+    /// Truncate queries to this many tokens (capped at the model's max_seq_length)
+    #[arg(long, default_value_t = 256)]
+    pub max_query_len: usize,
+    /// Truncate item texts to this many tokens (capped at the model's max_seq_length)
+    #[arg(long, default_value_t = 512)]
+    pub max_doc_len: usize,
+    /// Evaluate every this many steps (also before the first and after the last step)
+    #[arg(long, default_value_t = 1000)]
+    pub eval_steps: usize,
+    /// Valid queries in the fixed evaluation sample (seeded; 0: no evaluation, the last
+    /// weights are the model)
+    #[arg(long, default_value_t = 2000)]
+    pub eval_queries: usize,
+    /// What the evaluation queries are
+    #[arg(long, value_enum, default_value_t = QueryType::ReviewText)]
+    pub eval_query_type: QueryType,
+    /// Texts per forward pass when encoding for evaluation
+    #[arg(long, default_value_t = 64)]
+    pub eval_batch_size: usize,
+    /// Write a resumable checkpoint every this many steps
+    #[arg(long, default_value_t = 500)]
+    pub save_steps: usize,
+    /// Continue the interrupted run in --output [default: the newest models/*-finetuned-*
+    /// with a checkpoint]; its training_args.json holds the flags, so other flags are ignored
+    #[arg(long)]
+    pub resume: bool,
+    /// Where to train
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// Stop after this step as if the process were killed (tests of --resume)
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub halt_after: Option<usize>,
+}
+
+impl Default for RetrieverConfig {
+    fn default() -> Self {
+        RetrieverConfig {
+            base_model: PathBuf::from(DEFAULT_MODEL),
+            pairs: None,
+            output: None,
+            epochs: 1,
+            max_steps: None,
+            batch_size: 16,
+            lr: 2e-5,
+            warmup_ratio: 0.1,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            scale: DEFAULT_SCALE,
+            no_mask_same_item: false,
+            no_negatives: false,
+            max_query_len: 256,
+            max_doc_len: 512,
+            eval_steps: 1000,
+            eval_queries: 2000,
+            eval_query_type: QueryType::ReviewText,
+            eval_batch_size: 64,
+            save_steps: 500,
+            resume: false,
+            device: DeviceKind::Cpu,
+            halt_after: None,
+        }
+    }
+}
+
+/// One evaluation: Recall@10 and MRR (over the top 100) of the valid sample.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalPoint {
+    pub step: usize,
+    pub recall_at_10: f64,
+    pub mrr: f64,
+}
+
+/// What `trainer_state.json` holds (in the output dir and in each checkpoint).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps done.
+    pub step: usize,
+    pub total_steps: usize,
+    pub base: Option<EvalPoint>,
+    pub best: Option<EvalPoint>,
+    pub finished: bool,
+}
+
+#[derive(Debug)]
+pub struct TrainSummary {
+    pub output: PathBuf,
+    pub rows: usize,
+    pub steps_done: usize,
+    pub total_steps: usize,
+    pub resumed_from: Option<usize>,
+    pub epochs: f64,
+    pub batch_size: usize,
+    pub eval_queries: usize,
+    pub base: Option<EvalPoint>,
+    pub best: Option<EvalPoint>,
+    pub last: Option<EvalPoint>,
+    pub finished: bool,
+    pub train_s: f64,
+    pub steps_per_s: f64,
+}
+
+impl fmt::Display for TrainSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "train retriever: {} of {} steps{} ({:.3} epochs of {} pairs, batch {}) in {:.1}s \
+             ({:.2} steps/s)",
+            self.steps_done,
+            self.total_steps,
+            self.resumed_from
+                .map(|s| format!(", resumed at step {s}"))
+                .unwrap_or_default(),
+            self.epochs,
+            thousands(self.rows),
+            self.batch_size,
+            self.train_s,
+            self.steps_per_s
+        )?;
+        let p = |e: &EvalPoint| format!("R@10 {:.4}  MRR {:.4}", e.recall_at_10, e.mrr);
+        if let Some(b) = &self.base {
+            write!(
+                f,
+                "\n  valid ({} queries) base model:   {}",
+                thousands(self.eval_queries),
+                p(b)
+            )?;
+        }
+        if let Some(l) = &self.last {
+            write!(
+                f,
+                "\n  valid ({} queries) after step {}: {}",
+                thousands(self.eval_queries),
+                l.step,
+                p(l)
+            )?;
+        }
+        if let Some(b) = &self.best {
+            write!(f, "\n  best: step {} ({})", b.step, p(b))?;
+        }
+        if self.finished {
+            write!(f, "\n  model → {}", self.output.display())
+        } else {
+            write!(
+                f,
+                "\n  stopped early; continue with `recsys train retriever --resume --output {}`",
+                self.output.display()
+            )
+        }
+    }
+}
+
+/// Training rows, as read from the pairs file.
+struct Rows {
+    queries: Vec<String>,
+    positives: Vec<String>,
+    items: Vec<u64>,
+    negatives: Vec<Option<(String, u64)>>,
+}
+
+/// The fixed evaluation set: item texts and valid queries, tokenized once.
+struct EvalSet {
+    asins: Vec<String>,
+    item_ids: Vec<Vec<u32>>,
+    query_ids: Vec<Vec<u32>>,
+    targets: Vec<u32>,
+}
+
+/// `recsys train retriever`.
+pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
+    let (cfg, output) = resolve_run(cli)?;
+    anyhow::ensure!(cfg.batch_size > 0, "--batch-size must be at least 1");
+    anyhow::ensure!(
+        cfg.epochs > 0 || cfg.max_steps.is_some(),
+        "--epochs must be at least 1"
+    );
+    let enc = Encoder::load_trainable(&EncoderArgs {
+        model: cfg.base_model.clone(),
+        device: cfg.device,
+        ..Default::default()
+    })?;
+    let q_len = cfg.max_query_len.min(enc.info.max_length).max(2);
+    let d_len = cfg.max_doc_len.min(enc.info.max_length).max(2);
+    let pairs_path = cfg
+        .pairs
+        .clone()
+        .unwrap_or_else(|| ctx.layout.training_pairs());
+    let rows = read_rows(&pairs_path, cfg.no_negatives)?;
+    anyhow::ensure!(
+        !rows.queries.is_empty(),
+        "{}: no training rows",
+        pairs_path.display()
+    );
+    let per_epoch = rows.queries.len().div_ceil(cfg.batch_size);
+    let total_steps = cfg.max_steps.map_or(per_epoch * cfg.epochs, |m| {
+        m.min(per_epoch * cfg.epochs.max(1)).max(1)
+    });
+    let epochs_needed = total_steps.div_ceil(per_epoch);
+    let warmup = (total_steps as f64 * cfg.warmup_ratio).ceil() as usize;
+    let eval_set = if cfg.eval_queries > 0 {
+        Some(eval_set(ctx, &cfg, &enc, q_len, d_len)?)
+    } else {
+        None
+    };
+
+    let named: Vec<(String, candle_core::Var)> = enc
+        .varmap
+        .as_ref()
+        .context("trainable encoder")?
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut opt = AdamW::new(
+        named,
+        AdamWParams {
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let vars = opt.vars();
+
+    // Fresh start or resume.
+    let mut state = TrainerState {
+        step: 0,
+        total_steps,
+        base: None,
+        best: None,
+        finished: false,
+    };
+    let mut resumed_from = None;
+    if cli.resume {
+        let (ckpt, st) = last_checkpoint(&output)?.with_context(|| {
+            format!(
+                "{}: no checkpoint-*/ to resume from (none was written yet: --save-steps {})",
+                output.display(),
+                cfg.save_steps
+            )
+        })?;
+        let mut vm = enc.varmap.clone().context("trainable encoder")?;
+        vm.load(ckpt.join("model.safetensors"))
+            .with_context(|| format!("loading {}", ckpt.display()))?;
+        opt.load(&ckpt.join("optimizer.safetensors"))?;
+        anyhow::ensure!(
+            opt.steps == st.step,
+            "{}: the optimizer state is at step {}, trainer_state.json says {}",
+            ckpt.display(),
+            opt.steps,
+            st.step
+        );
+        truncate_metrics(&output.join("metrics.jsonl"), st.step)?;
+        resumed_from = Some(st.step);
+        state = st;
+    } else {
+        std::fs::create_dir_all(&output)
+            .with_context(|| format!("creating {}", output.display()))?;
+        write_json(
+            &output.join("training_args.json"),
+            &serde_json::json!({
+                "recsys_version": env!("CARGO_PKG_VERSION"),
+                "args": &cfg,
+                "seed": ctx.seed,
+                "base_model": &enc.info,
+                "pairs": pairs_path,
+                "pairs_rows": rows.queries.len(),
+                "data_dir": ctx.layout.root,
+                "effective_max_query_len": q_len,
+                "effective_max_doc_len": d_len,
+                "total_steps": total_steps,
+                "warmup_steps": warmup,
+                "started": chrono::Local::now().to_rfc3339(),
+            }),
+        )?;
+        let _ = std::fs::remove_file(output.join("metrics.jsonl"));
+        if let Some(es) = &eval_set {
+            let e = evaluate(&enc, es, &cfg, 0, ctx.quiet)?;
+            log_metrics(&output, &e, None, 0.0)?;
+            state.base = Some(e);
+        }
+    }
+
+    let mask_same = !cfg.no_mask_same_item;
+    let start_step = state.step;
+    let pb = train_progress(total_steps, start_step, ctx.quiet);
+    let t0 = Instant::now();
+    let (mut loss_sum, mut loss_n) = (0f64, 0usize);
+    let mut last_eval: Option<EvalPoint> = None;
+    let mut step = 0usize;
+    'epochs: for epoch in 0..epochs_needed {
+        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed.wrapping_add(epoch as u64));
+        let batches = item_distinct_batches(&rows.items, cfg.batch_size, &mut rng);
+        for batch in batches {
+            if step >= total_steps {
+                break 'epochs;
+            }
+            step += 1;
+            if step <= start_step {
+                continue;
+            }
+            let lr = linear_warmup_decay(cfg.lr, step - 1, warmup, total_steps);
+            let loss = train_step(&enc, &rows, &batch, q_len, d_len, cfg.scale, mask_same)?;
+            let loss_v = loss.to_scalar::<f32>()? as f64;
+            anyhow::ensure!(
+                loss_v.is_finite(),
+                "step {step}: the loss is {loss_v} (try a lower --lr)"
+            );
+            let mut grads = loss.backward()?;
+            if cfg.max_grad_norm > 0.0 {
+                clip_grad_norm(&mut grads, &vars, cfg.max_grad_norm)?;
+            }
+            opt.step(&grads, lr)?;
+            state.step = step;
+            loss_sum += loss_v;
+            loss_n += 1;
+            pb.set_message(format!("loss {:.4} lr {lr:.2e}", loss_sum / loss_n as f64));
+            pb.inc(1);
+
+            let eval_now = cfg.eval_steps > 0 && step % cfg.eval_steps == 0 || step == total_steps;
+            if let (true, Some(es)) = (eval_now, &eval_set) {
+                let e = pb.suspend(|| evaluate(&enc, es, &cfg, step, ctx.quiet))?;
+                log_metrics(&output, &e, Some(loss_sum / loss_n.max(1) as f64), lr)?;
+                (loss_sum, loss_n) = (0.0, 0);
+                if state.best.is_none_or(|b| e.recall_at_10 > b.recall_at_10) {
+                    enc.write_files(&output)?;
+                    state.best = Some(e);
+                }
+                last_eval = Some(e);
+            }
+            // A checkpoint every --save-steps and after every evaluation (so the best model on
+            // disk never belongs to a step later than the last checkpoint).
+            let save =
+                cfg.save_steps > 0 && step % cfg.save_steps == 0 || eval_now && eval_set.is_some();
+            if step < total_steps && save {
+                save_checkpoint(&enc, &opt, &state, &output)?;
+            }
+            // --halt-after: stop like a killed process would (nothing saved beyond this point).
+            if cfg.halt_after == Some(step) && step < total_steps {
+                pb.finish_and_clear();
+                return Ok(summary(
+                    &cfg,
+                    &output,
+                    &rows,
+                    &state,
+                    resumed_from,
+                    per_epoch,
+                    eval_set.as_ref(),
+                    last_eval,
+                    t0,
+                    start_step,
+                ));
+            }
+        }
+    }
+    pb.finish_and_clear();
+    if eval_set.is_none() {
+        enc.write_files(&output)?;
+    }
+    state.finished = true;
+    write_json(
+        &output.join("trainer_state.json"),
+        &serde_json::to_value(&state)?,
+    )?;
+    for (dir, _) in checkpoints(&output)? {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(summary(
+        &cfg,
+        &output,
+        &rows,
+        &state,
+        resumed_from,
+        per_epoch,
+        eval_set.as_ref(),
+        last_eval,
+        t0,
+        start_step,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summary(
+    cfg: &RetrieverConfig,
+    output: &Path,
+    rows: &Rows,
+    state: &TrainerState,
+    resumed_from: Option<usize>,
+    per_epoch: usize,
+    eval_set: Option<&EvalSet>,
+    last: Option<EvalPoint>,
+    t0: Instant,
+    start_step: usize,
+) -> TrainSummary {
+    let secs = t0.elapsed().as_secs_f64();
+    TrainSummary {
+        output: output.to_path_buf(),
+        rows: rows.queries.len(),
+        steps_done: state.step,
+        total_steps: state.total_steps,
+        resumed_from,
+        epochs: state.step as f64 / per_epoch as f64,
+        batch_size: cfg.batch_size,
+        eval_queries: eval_set.map_or(0, |e| e.query_ids.len()),
+        base: state.base,
+        best: state.best,
+        last,
+        finished: state.finished,
+        train_s: secs,
+        steps_per_s: (state.step - start_step) as f64 / secs.max(1e-9),
+    }
+}
+
+/// The effective configuration and output directory: a fresh run's own, or on `--resume` the
+/// interrupted run's (from its training_args.json).
+fn resolve_run(cli: &RetrieverConfig) -> Result<(RetrieverConfig, PathBuf)> {
+    if !cli.resume {
+        let output = cli.output.clone().unwrap_or_else(|| {
+            let base = crate::encoder::model_name(&cli.base_model);
+            let ts = chrono::Local::now().format("%Y%m%d-%H%M%S");
+            Path::new(MODELS_DIR).join(format!("{base}-finetuned-{ts}"))
+        });
+        if output.join("training_args.json").exists() {
+            bail!(
+                "{} already holds a training run: pass --resume to continue it, or another --output",
+                output.display()
+            );
+        }
+        return Ok((cli.clone(), output));
+    }
+    let output = match &cli.output {
+        Some(o) => o.clone(),
+        None => newest_resumable(Path::new(MODELS_DIR))?,
+    };
+    let args = output.join("training_args.json");
+    let raw: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&args)
+            .with_context(|| format!("--resume: reading {}", args.display()))?,
+    )
+    .with_context(|| format!("{}: not JSON", args.display()))?;
+    let mut cfg: RetrieverConfig = serde_json::from_value(raw["args"].clone())
+        .with_context(|| format!("{}: `args` is not a training configuration", args.display()))?;
+    let base: ModelInfo = serde_json::from_value(raw["base_model"].clone())
+        .with_context(|| format!("{}: `base_model` missing", args.display()))?;
+    let weights = crate::encoder::ModelFiles::find(&cfg.base_model)?.weights;
+    anyhow::ensure!(
+        crate::encoder::hash_file(&weights)? == base.weights_blake3,
+        "--resume: the base model {} changed since the run started (weights hash differs)",
+        cfg.base_model.display()
+    );
+    let st: Option<TrainerState> = std::fs::read_to_string(output.join("trainer_state.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok());
+    if st.is_some_and(|s| s.finished) {
+        bail!(
+            "{}: this run has finished; nothing to resume",
+            output.display()
+        );
+    }
+    cfg.resume = true;
+    cfg.output = Some(output.clone());
+    cfg.halt_after = cli.halt_after;
+    Ok((cfg, output))
+}
+
+/// The newest `*-finetuned-*` directory under `models` that has a checkpoint.
+fn newest_resumable(models: &Path) -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(models) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.contains("-finetuned-") && !checkpoints(&p)?.is_empty() {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    found.pop().with_context(|| {
+        format!(
+            "--resume: no {}/*-finetuned-*/ with a checkpoint; pass --output DIR",
+            models.display()
+        )
+    })
+}
+
+/// Complete checkpoints of a run, `(dir, step)`, oldest first.
+fn checkpoints(output: &Path) -> Result<Vec<(PathBuf, usize)>> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(output) else {
+        return Ok(out);
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name
+            .strip_prefix("checkpoint-")
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            out.push((e.path(), step));
+        }
+    }
+    out.sort_by_key(|c| c.1);
+    Ok(out)
+}
+
+fn last_checkpoint(output: &Path) -> Result<Option<(PathBuf, TrainerState)>> {
+    let Some((dir, _)) = checkpoints(output)?.pop() else {
+        return Ok(None);
+    };
+    let f = dir.join("trainer_state.json");
+    let st = serde_json::from_str(
+        &std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
+    )
+    .with_context(|| format!("{}: not a trainer state", f.display()))?;
+    Ok(Some((dir, st)))
+}
+
+/// Writes `checkpoint-{step}/` (into a temporary directory, renamed when complete), then
+/// removes older checkpoints.
+fn save_checkpoint(enc: &Encoder, opt: &AdamW, st: &TrainerState, output: &Path) -> Result<()> {
+    let dir = output.join(format!("checkpoint-{}", st.step));
+    let tmp = output.join(format!(".checkpoint-{}.tmp", st.step));
+    let _ = std::fs::remove_dir_all(&tmp);
+    enc.write_files(&tmp)?;
+    opt.save(&tmp.join("optimizer.safetensors"))?;
+    write_json(&tmp.join("trainer_state.json"), &serde_json::to_value(st)?)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+    for (old, step) in checkpoints(output)? {
+        if step < st.step {
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the metrics lines up to `step` (a resumed run logs the later ones again).
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    io::write_atomic(path, |tmp| {
+        std::fs::write(tmp, kept).with_context(|| format!("writing {}", tmp.display()))
+    })
+}
+
+fn log_metrics(output: &Path, e: &EvalPoint, loss: Option<f64>, lr: f64) -> Result<()> {
+    let path = output.join("metrics.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let line = serde_json::json!({
+        "step": e.step,
+        "train_loss": loss,
+        "lr": lr,
+        "valid_recall_at_10": e.recall_at_10,
+        "valid_mrr": e.mrr,
+        "time": chrono::Local::now().to_rfc3339(),
+    });
+    writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    io::write_atomic(path, |tmp| {
+        std::fs::write(tmp, serde_json::to_string_pretty(v)?)
+            .with_context(|| format!("writing {}", tmp.display()))
+    })
+}
+
+fn train_progress(total: usize, done: usize, quiet: bool) -> indicatif::ProgressBar {
+    let pb = io::progress(total as u64, "", quiet);
+    if !quiet {
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "train [{bar:30}] {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+    }
+    pb.set_position(done as u64);
+    pb.reset_eta();
+    pb
+}
+
+/// Reads the training rows; `parent_asin` values become small integer ids for the batch mask.
+fn read_rows(path: &Path, no_negatives: bool) -> Result<Rows> {
+    let df = io::read_parquet(path).with_context(|| {
+        format!(
+            "{}: run `recsys train pairs` first (or pass --pairs)",
+            path.display()
+        )
+    })?;
+    let col_str = |name: &str| -> Result<StringChunked> {
+        let c = df.column(name).map_err(|_| {
+            anyhow::anyhow!(
+                "{}: column `{name}` missing (expected query, positive, parent_asin[, negative, \
+                 negative_parent_asin])",
+                path.display()
+            )
+        })?;
+        Ok(c.str()
+            .map_err(|_| anyhow::anyhow!("{}: column `{name}` is not text", path.display()))?
+            .clone())
+    };
+    let (q, p, a) = (
+        col_str(cols::QUERY)?,
+        col_str(cols::POSITIVE)?,
+        col_str(cols::PARENT_ASIN)?,
+    );
+    let negs = if !no_negatives && df.column(cols::NEGATIVE).is_ok() {
+        Some((
+            col_str(cols::NEGATIVE)?,
+            col_str(cols::NEGATIVE_PARENT_ASIN)?,
+        ))
+    } else {
+        None
+    };
+    let mut ids: HashMap<String, u64> = HashMap::new();
+    let mut id = |s: &str| {
+        let n = ids.len() as u64;
+        *ids.entry(s.to_string()).or_insert(n)
+    };
+    let mut rows = Rows {
+        queries: Vec::with_capacity(df.height()),
+        positives: Vec::with_capacity(df.height()),
+        items: Vec::with_capacity(df.height()),
+        negatives: Vec::with_capacity(df.height()),
+    };
+    for i in 0..df.height() {
+        let field = |c: &StringChunked, name: &str| -> Result<String> {
+            c.get(i)
+                .map(str::to_string)
+                .with_context(|| format!("{}: row {i}: `{name}` is null", path.display()))
+        };
+        rows.queries.push(field(&q, cols::QUERY)?);
+        rows.positives.push(field(&p, cols::POSITIVE)?);
+        rows.items.push(id(&field(&a, cols::PARENT_ASIN)?));
+        rows.negatives.push(match &negs {
+            Some((n, na)) => match (n.get(i), na.get(i)) {
+                (Some(t), Some(a)) => Some((t.to_string(), id(a))),
+                _ => None,
+            },
+            None => None,
+        });
+    }
+    Ok(rows)
+}
+
+/// The loss of one batch of rows (forward in training mode; the caller runs backward).
+fn train_step(
+    enc: &Encoder,
+    rows: &Rows,
+    batch: &[usize],
+    q_len: usize,
+    d_len: usize,
+    scale: f64,
+    mask_same: bool,
+) -> Result<Tensor> {
+    let queries: Vec<&str> = batch.iter().map(|&r| rows.queries[r].as_str()).collect();
+    let mut docs: Vec<&str> = batch.iter().map(|&r| rows.positives[r].as_str()).collect();
+    let query_items: Vec<u64> = batch.iter().map(|&r| rows.items[r]).collect();
+    let mut doc_items = query_items.clone();
+    for &r in batch {
+        if let Some((t, it)) = &rows.negatives[r] {
+            docs.push(t);
+            doc_items.push(*it);
+        }
+    }
+    let qi = enc.tokenize_max(&queries, q_len)?;
+    let di = enc.tokenize_max(&docs, d_len)?;
+    let q = enc.embed(
+        &enc.batch(&qi.iter().map(Vec::as_slice).collect::<Vec<_>>())?,
+        Mode::Train,
+    )?;
+    let d = enc.embed(
+        &enc.batch(&di.iter().map(Vec::as_slice).collect::<Vec<_>>())?,
+        Mode::Train,
+    )?;
+    let b = batch.len();
+    let positives = d.narrow(0, 0, b)?;
+    let negatives = if docs.len() > b {
+        Some(d.narrow(0, b, docs.len() - b)?)
+    } else {
+        None
+    };
+    let mask = loss::same_item_mask(&query_items, &doc_items, mask_same, d.dtype(), d.device())?;
+    Ok(loss::mnrl(
+        &q,
+        &positives,
+        negatives.as_ref(),
+        &mask,
+        scale,
+    )?)
+}
+
+/// Items (all of items.parquet) and a seeded sample of valid queries whose item is among them.
+fn eval_set(
+    ctx: &Ctx,
+    cfg: &RetrieverConfig,
+    enc: &Encoder,
+    q_len: usize,
+    d_len: usize,
+) -> Result<EvalSet> {
+    anyhow::ensure!(
+        cfg.eval_query_type != QueryType::Both,
+        "--eval-query-type both: pick review-text or keywords"
+    );
+    let items = io::scan_parquet(&ctx.layout.items())?
+        .select([col(cols::PARENT_ASIN), col(cols::EMBEDDING_TEXT)])
+        .collect()?;
+    let asins: Vec<String> = items
+        .column(cols::PARENT_ASIN)?
+        .str()?
+        .iter()
+        .map(|s| s.unwrap_or("").to_string())
+        .collect();
+    let texts: Vec<&str> = items
+        .column(cols::EMBEDDING_TEXT)?
+        .str()?
+        .iter()
+        .map(|s| s.unwrap_or(""))
+        .collect();
+    let pos: HashMap<&str, u32> = asins
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.as_str(), i as u32))
+        .collect();
+    let df = pairs::queries(&ctx.layout, Split::Valid, cfg.eval_query_type, 20)?.collect();
+    let df = Context::with_context(df, || "reading the valid queries".to_string())?;
+    let (qs, ts) = (
+        df.column(cols::QUERY)?.str()?,
+        df.column(cols::PARENT_ASIN)?.str()?,
+    );
+    let mut cand: Vec<(&str, u32)> = Vec::new();
+    for (q, t) in qs.iter().zip(ts.iter()) {
+        let (Some(q), Some(t)) = (q, t) else { continue };
+        if let (false, Some(&i)) = (q.trim().is_empty(), pos.get(t)) {
+            cand.push((q.trim(), i));
+        }
+    }
+    anyhow::ensure!(
+        !cand.is_empty(),
+        "no valid query to evaluate on (pass --eval-queries 0 to train without evaluation)"
+    );
+    let pick = sample_indices(cand.len(), cfg.eval_queries, ctx.seed);
+    let queries: Vec<&str> = pick.iter().map(|&i| cand[i].0).collect();
+    Ok(EvalSet {
+        item_ids: enc.tokenize_max(&texts, d_len)?,
+        query_ids: enc.tokenize_max(&queries, q_len)?,
+        targets: pick.iter().map(|&i| cand[i].1).collect(),
+        asins,
+    })
+}
+
+/// Recall@10 and MRR of the evaluation sample with the current weights.
+fn evaluate(
+    enc: &Encoder,
+    es: &EvalSet,
+    cfg: &RetrieverConfig,
+    step: usize,
+    quiet: bool,
+) -> Result<EvalPoint> {
+    let n = (es.item_ids.len() + es.query_ids.len()) as u64;
+    let pb = io::progress(n, &format!("eval step {step}"), quiet);
+    let items = enc.encode_ids(&es.item_ids, cfg.eval_batch_size, &pb)?;
+    let queries = enc.encode_ids(&es.query_ids, cfg.eval_batch_size, &pb)?;
+    let top = exact_topk(
+        &queries,
+        &items,
+        &es.asins,
+        100,
+        &indicatif::ProgressBar::hidden(),
+    )?;
+    pb.finish_and_clear();
+    let ranks: Vec<Option<usize>> = top
+        .iter()
+        .zip(&es.targets)
+        .map(|(list, &t)| list.iter().position(|(i, _)| *i == t).map(|p| p + 1))
+        .collect();
+    let m = Metrics::from_ranks(&ranks, &KS);
+    Ok(EvalPoint {
+        step,
+        recall_at_10: m.recall_at(10).unwrap_or(0.0),
+        mrr: m.mrr,
+    })
+}
