@@ -1,6 +1,6 @@
 //! Every `sql/*.sql` runs with the DuckDB CLI (installed by `make setup`) on a small pipeline's
-//! outputs (ETL, index with the tiny test encoder, dense candidates of the test split) and returns
-//! rows.
+//! outputs (ETL, index with the tiny test encoder, dense candidates, a ranker and the re-ranked
+//! test split) and returns rows.
 
 mod common;
 
@@ -8,11 +8,13 @@ use common::*;
 
 use std::process::Command;
 
+use recsys::Split;
 use recsys::encoder::EncoderArgs;
 use recsys::etl::build_items::{self, BuildItemsConfig};
 use recsys::etl::pairs::{self, PairsConfig};
 use recsys::eval::retrieve::{self, RetrieveConfig};
 use recsys::index::{self, IndexBuildConfig};
+use recsys::rank::{self, RankerConfig, RerankConfig};
 
 #[test]
 fn every_sql_script_returns_rows() {
@@ -34,6 +36,27 @@ fn every_sql_script_returns_rows() {
     };
     index::build(&ctx, &index_cfg).unwrap();
     retrieve::run(&ctx, &RetrieveConfig::default()).unwrap();
+    // stage 2 for sql/rerank_gains.sql: candidates of train (sample) and valid, a ranker, rerank
+    for (split, n) in [(Split::Train, Some(300)), (Split::Valid, None)] {
+        let cfg = RetrieveConfig {
+            split,
+            max_queries: n,
+            ..Default::default()
+        };
+        retrieve::run(&ctx, &cfg).unwrap();
+    }
+    let ranker = dir.path().join("ranker");
+    let ranker_cfg = RankerConfig {
+        num_rounds: 10,
+        output: Some(ranker.clone()),
+        ..Default::default()
+    };
+    rank::train(&ctx, &ranker_cfg).unwrap();
+    let rerank_cfg = RerankConfig {
+        split: Split::Test,
+        model: Some(ranker),
+    };
+    rank::rerank(&ctx, &rerank_cfg).unwrap();
 
     let sql_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
     let mut scripts: Vec<_> = std::fs::read_dir(&sql_dir)
@@ -41,7 +64,7 @@ fn every_sql_script_returns_rows() {
         .map(|e| e.unwrap().path())
         .collect();
     scripts.sort();
-    assert!(scripts.len() >= 7);
+    assert!(scripts.len() >= 8);
     for script in scripts {
         let text = std::fs::read_to_string(&script).unwrap();
         assert!(

@@ -401,7 +401,8 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
             pb.set_message(format!("loss {:.4} lr {lr:.2e}", loss_sum / loss_n as f64));
             pb.inc(1);
 
-            let eval_now = cfg.eval_steps > 0 && step % cfg.eval_steps == 0 || step == total_steps;
+            let eval_now =
+                cfg.eval_steps > 0 && step.is_multiple_of(cfg.eval_steps) || step == total_steps;
             if let (true, Some(es)) = (eval_now, &eval_set) {
                 let e = pb.suspend(|| evaluate(&enc, es, &cfg, step, ctx.quiet))?;
                 log_metrics(&output, &e, Some(loss_sum / loss_n.max(1) as f64), lr)?;
@@ -414,8 +415,8 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
             }
             // A checkpoint every --save-steps and after every evaluation (so the best model on
             // disk never belongs to a step later than the last checkpoint).
-            let save =
-                cfg.save_steps > 0 && step % cfg.save_steps == 0 || eval_now && eval_set.is_some();
+            let save = cfg.save_steps > 0 && step.is_multiple_of(cfg.save_steps)
+                || eval_now && eval_set.is_some();
             if step < total_steps && save {
                 save_checkpoint(&enc, &opt, &state, &output)?;
             }
