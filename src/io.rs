@@ -66,6 +66,14 @@ pub fn write_atomic<T>(path: &Path, write: impl FnOnce(&Path) -> Result<T>) -> R
     Ok(v)
 }
 
+/// Writes pretty-printed JSON, atomically.
+pub fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
+    write_atomic(path, |tmp| {
+        fs::write(tmp, serde_json::to_string_pretty(v)?)
+            .with_context(|| format!("writing {}", tmp.display()))
+    })
+}
+
 /// Writes a DataFrame as zstd Parquet, atomically.
 pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
     write_atomic(path, |tmp| {

@@ -16,6 +16,8 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use crate::io::write_json;
+
 pub use config::{Architecture, ModelConfig, ModelFiles, Pooling, SentenceConfig};
 pub use model::{Batch, Mode, Transformer};
 
@@ -473,13 +475,6 @@ const TOKENIZER_FILES: [&str; 6] = [
     "sentencepiece.bpe.model",
     "added_tokens.json",
 ];
-
-fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
-    crate::io::write_atomic(path, |tmp| {
-        std::fs::write(tmp, serde_json::to_string_pretty(v)?)
-            .with_context(|| format!("writing {}", tmp.display()))
-    })
-}
 
 /// Reads every tensor of `model.safetensors` / `pytorch_model.bin`, with the architecture
 /// prefix (`bert.`, `roberta.`, …) stripped and legacy `gamma`/`beta` LayerNorm names renamed.

@@ -280,10 +280,7 @@ pub fn train(ctx: &Ctx, cfg: &RankerConfig) -> Result<RankerSummary> {
         model.save(&tmp_json).map_err(xgb_err)?;
         std::fs::rename(&tmp_json, tmp).with_context(|| format!("writing {}", tmp.display()))
     })?;
-    io::write_atomic(&dir.join("ranker.json"), |tmp| {
-        std::fs::write(tmp, serde_json::to_string_pretty(&info)?)
-            .with_context(|| format!("writing {}", tmp.display()))
-    })?;
+    io::write_json(&dir.join("ranker.json"), &info)?;
     Ok(RankerSummary {
         info,
         dir,

@@ -2,6 +2,7 @@
 //! loop with evaluation and checkpoints (`train retriever`), hard-negative mining
 //! (`train mine-negatives`).
 
+pub mod checkpoint;
 pub mod loss;
 pub mod negatives;
 pub mod optim;

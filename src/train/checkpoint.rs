@@ -1,0 +1,180 @@
+//! Run directories of `train retriever`: where a run goes, its checkpoints (written whole, then
+//! renamed), `--resume`, and the records (`training_args.json`, `metrics.jsonl`,
+//! `trainer_state.json`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::optim::AdamW;
+use super::retriever::{EvalPoint, MODELS_DIR, RetrieverConfig, TrainerState};
+use crate::encoder::{Encoder, ModelInfo};
+use crate::io::{self, write_json};
+
+/// The effective configuration and output directory: a fresh run's own, or on `--resume` the
+/// interrupted run's (from its training_args.json).
+pub(super) fn resolve_run(cli: &RetrieverConfig) -> Result<(RetrieverConfig, PathBuf)> {
+    if !cli.resume {
+        let output = cli.output.clone().unwrap_or_else(|| {
+            let base = crate::encoder::model_name(&cli.base_model);
+            let ts = chrono::Local::now().format("%Y%m%d-%H%M%S");
+            Path::new(MODELS_DIR).join(format!("{base}-finetuned-{ts}"))
+        });
+        if output.join("training_args.json").exists() {
+            bail!(
+                "{} already holds a training run: pass --resume to continue it, or another --output",
+                output.display()
+            );
+        }
+        return Ok((cli.clone(), output));
+    }
+    let output = match &cli.output {
+        Some(o) => o.clone(),
+        None => newest_resumable(Path::new(MODELS_DIR))?,
+    };
+    let args = output.join("training_args.json");
+    let raw: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&args)
+            .with_context(|| format!("--resume: reading {}", args.display()))?,
+    )
+    .with_context(|| format!("{}: not JSON", args.display()))?;
+    let mut cfg: RetrieverConfig = serde_json::from_value(raw["args"].clone())
+        .with_context(|| format!("{}: `args` is not a training configuration", args.display()))?;
+    let base: ModelInfo = serde_json::from_value(raw["base_model"].clone())
+        .with_context(|| format!("{}: `base_model` missing", args.display()))?;
+    let weights = crate::encoder::ModelFiles::find(&cfg.base_model)?.weights;
+    anyhow::ensure!(
+        crate::encoder::hash_file(&weights)? == base.weights_blake3,
+        "--resume: the base model {} changed since the run started (weights hash differs)",
+        cfg.base_model.display()
+    );
+    let st: Option<TrainerState> = std::fs::read_to_string(output.join("trainer_state.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok());
+    if st.is_some_and(|s| s.finished) {
+        bail!(
+            "{}: this run has finished; nothing to resume",
+            output.display()
+        );
+    }
+    cfg.resume = true;
+    cfg.output = Some(output.clone());
+    cfg.halt_after = cli.halt_after;
+    Ok((cfg, output))
+}
+
+/// The newest `*-finetuned-*` directory under `models` that has a checkpoint.
+pub(super) fn newest_resumable(models: &Path) -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(models) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.contains("-finetuned-") && !checkpoints(&p)?.is_empty() {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    found.pop().with_context(|| {
+        format!(
+            "--resume: no {}/*-finetuned-*/ with a checkpoint; pass --output DIR",
+            models.display()
+        )
+    })
+}
+
+/// Complete checkpoints of a run, `(dir, step)`, oldest first.
+pub(super) fn checkpoints(output: &Path) -> Result<Vec<(PathBuf, usize)>> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(output) else {
+        return Ok(out);
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name
+            .strip_prefix("checkpoint-")
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            out.push((e.path(), step));
+        }
+    }
+    out.sort_by_key(|c| c.1);
+    Ok(out)
+}
+
+pub(super) fn last_checkpoint(output: &Path) -> Result<Option<(PathBuf, TrainerState)>> {
+    let Some((dir, _)) = checkpoints(output)?.pop() else {
+        return Ok(None);
+    };
+    let f = dir.join("trainer_state.json");
+    let st = serde_json::from_str(
+        &std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
+    )
+    .with_context(|| format!("{}: not a trainer state", f.display()))?;
+    Ok(Some((dir, st)))
+}
+
+/// Writes `checkpoint-{step}/` (into a temporary directory, renamed when complete), then
+/// removes older checkpoints.
+pub(super) fn save_checkpoint(
+    enc: &Encoder,
+    opt: &AdamW,
+    st: &TrainerState,
+    output: &Path,
+) -> Result<()> {
+    let dir = output.join(format!("checkpoint-{}", st.step));
+    let tmp = output.join(format!(".checkpoint-{}.tmp", st.step));
+    let _ = std::fs::remove_dir_all(&tmp);
+    enc.write_files(&tmp)?;
+    opt.save(&tmp.join("optimizer.safetensors"))?;
+    write_json(&tmp.join("trainer_state.json"), &serde_json::to_value(st)?)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+    for (old, step) in checkpoints(output)? {
+        if step < st.step {
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the metrics lines up to `step` (a resumed run logs the later ones again).
+pub(super) fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    io::write_atomic(path, |tmp| {
+        std::fs::write(tmp, kept).with_context(|| format!("writing {}", tmp.display()))
+    })
+}
+
+pub(super) fn log_metrics(output: &Path, e: &EvalPoint, loss: Option<f64>, lr: f64) -> Result<()> {
+    let path = output.join("metrics.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let line = serde_json::json!({
+        "step": e.step,
+        "train_loss": loss,
+        "lr": lr,
+        "valid_recall_at_10": e.recall_at_10,
+        "valid_mrr": e.mrr,
+        "time": chrono::Local::now().to_rfc3339(),
+    });
+    writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
+}
