@@ -44,6 +44,15 @@ fn cfg(output: &Path) -> RetrieverConfig {
     }
 }
 
+/// The error of `--resume` on `out`.
+fn resume_error(ctx: &Ctx, out: &Path) -> String {
+    let cfg = RetrieverConfig {
+        resume: true,
+        ..cfg(out)
+    };
+    retriever::run(ctx, &cfg).unwrap_err().to_string()
+}
+
 fn weights(dir: &Path) -> Vec<f32> {
     let t =
         candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
@@ -153,15 +162,7 @@ fn training_improves_valid_recall_and_saves_a_loadable_model() {
     // a second run into the same directory is refused unless it resumes
     let err = retriever::run(&ctx, &cfg(&out)).unwrap_err().to_string();
     assert!(err.contains("--resume"), "{err}");
-    let err = retriever::run(
-        &ctx,
-        &RetrieverConfig {
-            resume: true,
-            ..cfg(&out)
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = resume_error(&ctx, &out);
     assert!(err.contains("has finished"), "{err}");
 }
 
@@ -237,15 +238,7 @@ fn resume_without_a_checkpoint_is_explained() {
         },
     )
     .unwrap();
-    let err = retriever::run(
-        &ctx,
-        &RetrieverConfig {
-            resume: true,
-            ..cfg(&out)
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = resume_error(&ctx, &out);
     assert!(err.contains("no checkpoint"), "{err}");
 }
 
