@@ -53,13 +53,68 @@ impl LayerNorm {
                 candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32)
             }
             Mode::Train => {
-                candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+                // candle_nn::ops::layer_norm_slow's arithmetic, with the affine part applied
+                // through `rows_of` (see there) instead of broadcasts.
+                let dims = x.dims().to_vec();
+                let h = x.dim(D::Minus1)?;
+                let x = x.reshape(((), h))?;
+                let x = x.broadcast_sub(&(x.sum_keepdim(1)? / h as f64)?)?;
+                let var = (x.sqr()?.sum_keepdim(1)? / h as f64)?;
+                let normed = x.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+                let rows = normed.dim(0)?;
+                let y = if normed.device().is_cpu() {
+                    ((normed * rows_of(&self.weight, rows)?)? + rows_of(&self.bias, rows)?)?
+                } else {
+                    normed
+                        .broadcast_mul(&self.weight)?
+                        .broadcast_add(&self.bias)?
+                };
+                y.reshape(dims)
             }
         }
     }
 }
 
-fn linear(vb: VarBuilder, inp: usize, out: usize) -> Result<Linear> {
+/// A (rows, n) tensor whose every row is the vector `v`, made as the product of a column of
+/// ones and `v`: its backward pass is a matrix product. The gradient of a broadcast over
+/// leading dimensions is a sum that Candle's CPU backend runs as a scalar loop with a division
+/// per element on one thread; for the biases and LayerNorm weights that was ~15 % of a training
+/// step here. The price is memory: the expanded rows are kept for the backward pass (about a
+/// third more activation memory), so it is used on the CPU only.
+fn rows_of(v: &Tensor, rows: usize) -> Result<Tensor> {
+    let ones = Tensor::ones((rows, 1), v.dtype(), v.device())?;
+    ones.matmul(&v.reshape((1, v.elem_count()))?)
+}
+
+/// A dense layer `x Wᵀ + b` over the last dimension.
+struct Dense(Linear);
+
+impl Dense {
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (w, b) = (
+            self.0.weight(),
+            self.0.bias().expect("dense layers have a bias"),
+        );
+        match mode {
+            Mode::Inference => self.0.forward(x),
+            Mode::Train => {
+                let mut dims = x.dims().to_vec();
+                let inp = dims.pop().unwrap_or(1);
+                let x2 = x.reshape(((), inp))?;
+                let xw = x2.matmul(&w.t()?)?;
+                let y = if xw.device().is_cpu() {
+                    (xw + rows_of(b, x2.dim(0)?)?)?
+                } else {
+                    xw.broadcast_add(b)?
+                };
+                dims.push(w.dim(0)?);
+                y.reshape(dims)
+            }
+        }
+    }
+}
+
+fn linear(vb: VarBuilder, inp: usize, out: usize) -> Result<Dense> {
     let bound = 1.0 / (inp as f64).sqrt();
     let init = Init::Uniform {
         lo: -bound,
@@ -67,7 +122,7 @@ fn linear(vb: VarBuilder, inp: usize, out: usize) -> Result<Linear> {
     };
     let w = vb.get_with_hints((out, inp), "weight", init)?;
     let b = vb.get_with_hints(out, "bias", init)?;
-    Ok(Linear::new(w, Some(b)))
+    Ok(Dense(Linear::new(w, Some(b))))
 }
 
 fn embedding(vb: VarBuilder, n: usize, dim: usize) -> Result<Embedding> {
@@ -83,13 +138,13 @@ fn embedding(vb: VarBuilder, n: usize, dim: usize) -> Result<Embedding> {
 }
 
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attn_out: Linear,
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    attn_out: Dense,
     attn_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     out_norm: LayerNorm,
 }
 
@@ -116,9 +171,9 @@ impl Layer {
         let split = |y: Tensor| -> Result<Tensor> {
             y.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous()
         };
-        let q = split((self.query.forward(x)? / (dh as f64).sqrt())?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
+        let q = split((self.query.forward(x, mode)? / (dh as f64).sqrt())?)?;
+        let k = split(self.key.forward(x, mode)?)?;
+        let v = split(self.value.forward(x, mode)?)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
         let probs = match mode {
             Mode::Inference => candle_nn::ops::softmax_last_dim(&scores)?,
@@ -131,10 +186,10 @@ impl Layer {
             .reshape((b, t, h))?;
         let a = self
             .attn_norm
-            .forward(&(self.attn_out.forward(&ctx)? + x)?, mode)?;
-        let i = self.intermediate.forward(&a)?.gelu_erf()?;
+            .forward(&(self.attn_out.forward(&ctx, mode)? + x)?, mode)?;
+        let i = self.intermediate.forward(&a, mode)?.gelu_erf()?;
         self.out_norm
-            .forward(&(self.output.forward(&i)? + a)?, mode)
+            .forward(&(self.output.forward(&i, mode)? + a)?, mode)
     }
 }
 
