@@ -205,9 +205,11 @@ fn killed_run_resumes_to_the_same_weights() {
         "no model before the end"
     );
 
-    // --resume ignores the other flags (the run's own training_args.json holds them)
+    // --resume ignores the other flags and the seed (the run's own training_args.json holds
+    // them): resumed under another --seed, the batches are still the run's own
+    let other_seed = Ctx::new(dir.path(), "All_Beauty", ctx.seed + 1, true);
     let s = retriever::run(
-        &ctx,
+        &other_seed,
         &RetrieverConfig {
             output: Some(cut.clone()),
             resume: true,

@@ -12,9 +12,12 @@ use super::retriever::{EvalPoint, MODELS_DIR, RetrieverConfig, TrainerState};
 use crate::encoder::{Encoder, ModelInfo};
 use crate::io::{self, write_json};
 
-/// The effective configuration and output directory: a fresh run's own, or on `--resume` the
-/// interrupted run's (from its training_args.json).
-pub(super) fn resolve_run(cli: &RetrieverConfig) -> Result<(RetrieverConfig, PathBuf)> {
+/// The effective configuration, output directory and seed: a fresh run's own, or on `--resume`
+/// the interrupted run's (from its training_args.json).
+pub(super) fn resolve_run(
+    cli: &RetrieverConfig,
+    seed: u64,
+) -> Result<(RetrieverConfig, PathBuf, u64)> {
     if !cli.resume {
         let output = cli.output.clone().unwrap_or_else(|| {
             let base = crate::encoder::model_name(&cli.base_model);
@@ -27,7 +30,7 @@ pub(super) fn resolve_run(cli: &RetrieverConfig) -> Result<(RetrieverConfig, Pat
                 output.display()
             );
         }
-        return Ok((cli.clone(), output));
+        return Ok((cli.clone(), output, seed));
     }
     let output = match &cli.output {
         Some(o) => o.clone(),
@@ -61,7 +64,11 @@ pub(super) fn resolve_run(cli: &RetrieverConfig) -> Result<(RetrieverConfig, Pat
     cfg.resume = true;
     cfg.output = Some(output.clone());
     cfg.halt_after = cli.halt_after;
-    Ok((cfg, output))
+    // the run's own seed: the batches and the evaluation sample must be the same ones
+    let seed = raw["seed"]
+        .as_u64()
+        .with_context(|| format!("{}: `seed` missing", args.display()))?;
+    Ok((cfg, output, seed))
 }
 
 /// The newest `*-finetuned-*` directory under `models` that has a checkpoint.

@@ -107,7 +107,8 @@ pub struct RetrieverConfig {
     #[arg(long, default_value_t = 500)]
     pub save_steps: usize,
     /// Continue the interrupted run in --output [default: the newest models/*-finetuned-*
-    /// with a checkpoint]; its training_args.json holds the flags, so other flags are ignored
+    /// with a checkpoint]; its training_args.json holds the flags and the seed, so other flags
+    /// (and --seed) are ignored
     #[arg(long)]
     pub resume: bool,
     /// Where to train
@@ -254,7 +255,7 @@ struct EvalSet {
 
 /// `recsys train retriever`.
 pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
-    let (cfg, output) = resolve_run(cli)?;
+    let (cfg, output, seed) = resolve_run(cli, ctx.seed)?;
     anyhow::ensure!(cfg.batch_size > 0, "--batch-size must be at least 1");
     anyhow::ensure!(
         cfg.epochs > 0 || cfg.max_steps.is_some(),
@@ -284,7 +285,7 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
     let epochs_needed = total_steps.div_ceil(per_epoch);
     let warmup = (total_steps as f64 * cfg.warmup_ratio).ceil() as usize;
     let eval_set = if cfg.eval_queries > 0 {
-        Some(eval_set(ctx, &cfg, &enc, q_len, d_len)?)
+        Some(eval_set(ctx, &cfg, &enc, q_len, d_len, seed)?)
     } else {
         None
     };
@@ -347,7 +348,7 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
             &serde_json::json!({
                 "recsys_version": env!("CARGO_PKG_VERSION"),
                 "args": &cfg,
-                "seed": ctx.seed,
+                "seed": seed,
                 "base_model": &enc.info,
                 "pairs": pairs_path,
                 "pairs_rows": rows.queries.len(),
@@ -376,7 +377,7 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
     let mut step = 0usize;
     let mut halted = false;
     'epochs: for epoch in 0..epochs_needed {
-        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed.wrapping_add(epoch as u64));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(epoch as u64));
         let batches = item_distinct_batches(&rows.items, cfg.batch_size, &mut rng);
         for batch in batches {
             if step >= total_steps {
@@ -597,6 +598,7 @@ fn eval_set(
     enc: &Encoder,
     q_len: usize,
     d_len: usize,
+    seed: u64,
 ) -> Result<EvalSet> {
     anyhow::ensure!(
         cfg.eval_query_type != QueryType::Both,
@@ -639,7 +641,7 @@ fn eval_set(
         !cand.is_empty(),
         "no valid query to evaluate on (pass --eval-queries 0 to train without evaluation)"
     );
-    let pick = sample_indices(cand.len(), cfg.eval_queries, ctx.seed);
+    let pick = sample_indices(cand.len(), cfg.eval_queries, seed);
     let queries: Vec<&str> = pick.iter().map(|&i| cand[i].0).collect();
     Ok(EvalSet {
         item_ids: enc.tokenize_max(&texts, d_len)?,
