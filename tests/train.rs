@@ -242,6 +242,11 @@ fn resume_without_a_checkpoint_is_explained() {
     .unwrap();
     let err = resume_error(&ctx, &out);
     assert!(err.contains("no checkpoint"), "{err}");
+    // resuming against another data root is refused before anything is read
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = Ctx::new(elsewhere.path(), "All_Beauty", ctx.seed, true);
+    let err = resume_error(&other, &out);
+    assert!(err.contains("--data-dir"), "{err}");
 }
 
 #[test]

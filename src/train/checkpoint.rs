@@ -17,6 +17,7 @@ use crate::io::{self, write_json};
 pub(super) fn resolve_run(
     cli: &RetrieverConfig,
     seed: u64,
+    data_dir: &Path,
 ) -> Result<(RetrieverConfig, PathBuf, u64)> {
     if !cli.resume {
         let output = cli.output.clone().unwrap_or_else(|| {
@@ -64,6 +65,13 @@ pub(super) fn resolve_run(
     cfg.resume = true;
     cfg.output = Some(output.clone());
     cfg.halt_after = cli.halt_after;
+    let started_on = raw["data_dir"].as_str().unwrap_or_default();
+    anyhow::ensure!(
+        Path::new(started_on) == data_dir,
+        "--resume: the run in {} trained on --data-dir {started_on}, not {}",
+        output.display(),
+        data_dir.display()
+    );
     // the run's own seed: the batches and the evaluation sample must be the same ones
     let seed = raw["seed"]
         .as_u64()

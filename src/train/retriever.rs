@@ -255,7 +255,7 @@ struct EvalSet {
 
 /// `recsys train retriever`.
 pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
-    let (cfg, output, seed) = resolve_run(cli, ctx.seed)?;
+    let (cfg, output, seed) = resolve_run(cli, ctx.seed, &ctx.layout.root)?;
     anyhow::ensure!(cfg.batch_size > 0, "--batch-size must be at least 1");
     anyhow::ensure!(
         cfg.epochs > 0 || cfg.max_steps.is_some(),
