@@ -131,6 +131,31 @@ impl Layout {
     }
 }
 
+/// Where trained models go by default (relative to the working directory, outside the data root).
+pub const MODELS_DIR: &str = "models";
+
+/// A new model directory: `models/{stem}-{YYYYMMDD-HHMMSS}`.
+pub fn new_model_dir(stem: &str) -> PathBuf {
+    let ts = chrono::Local::now().format("%Y%m%d-%H%M%S");
+    Path::new(MODELS_DIR).join(format!("{stem}-{ts}"))
+}
+
+/// The newest directory under `models/` whose name contains `pattern` and that `keep` accepts
+/// (the names end in a timestamp, so the largest name is the newest).
+pub fn newest_model_dir(pattern: &str, keep: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(MODELS_DIR)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(pattern))
+                .map(|e| e.path())
+                .filter(|p| keep(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop()
+}
+
 /// Names of the three files `data synth` writes into `dir`.
 pub fn synth_paths(dir: &Path, category: &str, gzip: bool) -> (PathBuf, PathBuf) {
     let ext = if gzip { "jsonl.gz" } else { "jsonl" };

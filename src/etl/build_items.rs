@@ -18,7 +18,7 @@ use crate::etl::keywords::{self, KeywordsConfig, SplitChoice};
 use crate::etl::split::{self, SplitConfig};
 use crate::etl::summaries::{self, SummariesConfig};
 use crate::io::{is_fresh, scan_parquet, thousands, write_parquet};
-use crate::layout::Split;
+use crate::layout::{Layout, Split};
 use crate::llm::LlmArgs;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -96,6 +96,22 @@ impl std::fmt::Display for BuildItemsSummary {
             n(self.meta_skipped_lines)
         )
     }
+}
+
+/// `(parent_asin, embedding_text)` of every row of items.parquet, in file order.
+pub fn item_texts(l: &Layout) -> Result<(Vec<String>, Vec<String>)> {
+    let items = scan_parquet(&l.items())?
+        .select([col(cols::PARENT_ASIN), col(cols::EMBEDDING_TEXT)])
+        .collect()?;
+    let strings = |name: &str| -> Result<Vec<String>> {
+        Ok(items
+            .column(name)?
+            .str()?
+            .iter()
+            .map(|s| s.unwrap_or("").to_string())
+            .collect())
+    };
+    Ok((strings(cols::PARENT_ASIN)?, strings(cols::EMBEDDING_TEXT)?))
 }
 
 /// Runs the missing or stale prerequisites, then merges them into `items.parquet`.

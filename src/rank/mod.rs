@@ -21,11 +21,9 @@ use crate::context::Ctx;
 use crate::etl::pairs::QueryType;
 use crate::eval::metrics::rank_order;
 use crate::io::{self, thousands};
-use crate::layout::Split;
+use crate::layout::{self, MODELS_DIR, Split};
 use features::{FEATURES, LABEL};
 
-/// Where ranker models go by default.
-pub const MODELS_DIR: &str = "models";
 pub const RERANK_SCORE: &str = "rerank_score";
 pub const RERANK_RANK: &str = "rerank_rank";
 
@@ -250,10 +248,10 @@ pub fn train(ctx: &Ctx, cfg: &RankerConfig) -> Result<RankerSummary> {
     let model = booster.slice(0, best_round as i32).map_err(xgb_err)?;
     let importance = gain_importance(&model)?;
 
-    let dir = cfg.output.clone().unwrap_or_else(|| {
-        let ts = chrono::Local::now().format("%Y%m%d-%H%M%S");
-        Path::new(MODELS_DIR).join(format!("ranker-{ts}"))
-    });
+    let dir = cfg
+        .output
+        .clone()
+        .unwrap_or_else(|| layout::new_model_dir("ranker"));
     let info = RankerInfo {
         features: FEATURES.iter().map(|s| s.to_string()).collect(),
         candidates: cfg.candidates.clone(),
@@ -374,26 +372,6 @@ impl fmt::Display for RerankSummary {
     }
 }
 
-/// The newest `ranker-*` directory under `models/`.
-fn newest_ranker() -> Result<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(MODELS_DIR)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.join("ranker.json").is_file()
-                        && p.file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with("ranker-"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found.pop().with_context(|| {
-        format!("no {MODELS_DIR}/ranker-*/: run `recsys train ranker` first, or pass --model")
-    })
-}
-
 /// Loads a ranker directory; its feature list must be this build's [`FEATURES`].
 pub fn load(dir: &Path) -> Result<(Booster, RankerInfo)> {
     let info_path = dir.join("ranker.json");
@@ -422,7 +400,12 @@ pub fn rerank(ctx: &Ctx, cfg: &RerankConfig) -> Result<RerankSummary> {
     let t0 = Instant::now();
     let dir = match &cfg.model {
         Some(d) => d.clone(),
-        None => newest_ranker()?,
+        None => layout::newest_model_dir("ranker-", |p| p.join("ranker.json").is_file())
+            .with_context(|| {
+                format!(
+                    "no {MODELS_DIR}/ranker-*/: run `recsys train ranker` first, or pass --model"
+                )
+            })?,
     };
     let (model, info) = load(&dir)?;
     let path = candidates_path(ctx, cfg.split, info.candidates.as_deref())?;

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::optim::AdamW;
-use super::retriever::{EvalPoint, MODELS_DIR, RetrieverConfig, TrainerState};
+use super::retriever::{EvalPoint, RetrieverConfig, TrainerState};
 use crate::encoder::{Encoder, ModelInfo};
 use crate::io::{self, write_json};
+use crate::layout::{self, MODELS_DIR};
 
 /// The effective configuration, output directory and seed: a fresh run's own, or on `--resume`
 /// the interrupted run's (from its training_args.json).
@@ -22,8 +23,7 @@ pub(super) fn resolve_run(
     if !cli.resume {
         let output = cli.output.clone().unwrap_or_else(|| {
             let base = crate::encoder::model_name(&cli.base_model);
-            let ts = chrono::Local::now().format("%Y%m%d-%H%M%S");
-            Path::new(MODELS_DIR).join(format!("{base}-finetuned-{ts}"))
+            layout::new_model_dir(&format!("{base}-finetuned"))
         });
         if output.join("training_args.json").exists() {
             bail!(
@@ -35,7 +35,12 @@ pub(super) fn resolve_run(
     }
     let output = match &cli.output {
         Some(o) => o.clone(),
-        None => newest_resumable(Path::new(MODELS_DIR))?,
+        None => layout::newest_model_dir("-finetuned-", |p| {
+            checkpoints(p).is_ok_and(|c| !c.is_empty())
+        })
+        .with_context(|| {
+            format!("--resume: no {MODELS_DIR}/*-finetuned-*/ with a checkpoint; pass --output DIR")
+        })?,
     };
     let args = output.join("training_args.json");
     let raw: serde_json::Value = serde_json::from_str(
@@ -77,27 +82,6 @@ pub(super) fn resolve_run(
         .as_u64()
         .with_context(|| format!("{}: `seed` missing", args.display()))?;
     Ok((cfg, output, seed))
-}
-
-/// The newest `*-finetuned-*` directory under `models` that has a checkpoint.
-pub(super) fn newest_resumable(models: &Path) -> Result<PathBuf> {
-    let mut found: Vec<PathBuf> = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(models) {
-        for e in rd.flatten() {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.contains("-finetuned-") && !checkpoints(&p)?.is_empty() {
-                found.push(p);
-            }
-        }
-    }
-    found.sort();
-    found.pop().with_context(|| {
-        format!(
-            "--resume: no {}/*-finetuned-*/ with a checkpoint; pass --output DIR",
-            models.display()
-        )
-    })
 }
 
 /// Complete checkpoints of a run, `(dir, step)`, oldest first.

@@ -157,7 +157,8 @@ pub fn run(ctx: &Ctx, cfg: &MineConfig) -> Result<MineSummary> {
     let pb = io::progress(qv.len() as u64, "top-k", ctx.quiet);
     let top = exact_topk(&qv, &vectors, &asins, cfg.window_end, &pb)?;
     pb.finish_and_clear();
-    let texts = item_texts(ctx)?;
+    let (item_asins, item_texts) = crate::etl::build_items::item_texts(&ctx.layout)?;
+    let texts: HashMap<String, String> = item_asins.into_iter().zip(item_texts).collect();
 
     let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
     let (mut neg, mut neg_asin, mut neg_rank) = (Vec::new(), Vec::new(), Vec::new());
@@ -193,17 +194,4 @@ pub fn run(ctx: &Ctx, cfg: &MineConfig) -> Result<MineSummary> {
         elapsed_s: t0.elapsed().as_secs_f64(),
         out,
     })
-}
-
-/// `parent_asin → embedding_text` of items.parquet (the text the positives are made of).
-fn item_texts(ctx: &Ctx) -> Result<HashMap<String, String>> {
-    let items = io::scan_parquet(&ctx.layout.items())?
-        .select([col(cols::PARENT_ASIN), col(cols::EMBEDDING_TEXT)])
-        .collect()?;
-    let a = items.column(cols::PARENT_ASIN)?.str()?;
-    let t = items.column(cols::EMBEDDING_TEXT)?.str()?;
-    Ok(a.iter()
-        .zip(t.iter())
-        .filter_map(|(a, t)| Some((a?.to_string(), t.unwrap_or("").to_string())))
-        .collect())
 }

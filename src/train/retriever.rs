@@ -37,9 +37,6 @@ use crate::eval::retrieve::{exact_topk, sample_indices};
 use crate::io::{self, thousands, write_json};
 use crate::layout::Split;
 
-/// Where fine-tuned models go by default (relative to the working directory).
-pub const MODELS_DIR: &str = "models";
-
 #[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
 pub struct RetrieverConfig {
     /// Encoder to start from (Hugging Face layout directory)
@@ -604,21 +601,7 @@ fn eval_set(
         cfg.eval_query_type != QueryType::Both,
         "--eval-query-type both: pick review-text or keywords"
     );
-    let items = io::scan_parquet(&ctx.layout.items())?
-        .select([col(cols::PARENT_ASIN), col(cols::EMBEDDING_TEXT)])
-        .collect()?;
-    let asins: Vec<String> = items
-        .column(cols::PARENT_ASIN)?
-        .str()?
-        .iter()
-        .map(|s| s.unwrap_or("").to_string())
-        .collect();
-    let texts: Vec<&str> = items
-        .column(cols::EMBEDDING_TEXT)?
-        .str()?
-        .iter()
-        .map(|s| s.unwrap_or(""))
-        .collect();
+    let (asins, texts) = crate::etl::build_items::item_texts(&ctx.layout)?;
     let pos: HashMap<&str, u32> = asins
         .iter()
         .enumerate()
