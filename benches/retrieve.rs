@@ -10,7 +10,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use recsys::encoder::Embeddings;
-use recsys::eval::retrieve::exact_topk;
+use recsys::retrieve::dense::exact_topk;
 
 fn unit_vectors(n: usize, d: usize, rng: &mut ChaCha8Rng) -> Embeddings {
     let mut data: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();

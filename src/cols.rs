@@ -49,3 +49,9 @@ pub const TARGET_PARENT_ASIN: &str = "target_parent_asin";
 pub const RANK: &str = "rank";
 pub const SCORE: &str = "score";
 pub const RETRIEVER: &str = "retriever";
+
+/// Re-ranker outputs: the model's score and the order it gives within each query.
+pub const RERANK_SCORE: &str = "rerank_score";
+pub const RERANK_RANK: &str = "rerank_rank";
+/// Re-ranker training label: 1 for the target item, 0 otherwise.
+pub const LABEL: &str = "label";

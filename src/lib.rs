@@ -3,6 +3,7 @@
 //! Each stage is a module with one entry function `run(ctx, cfg) -> Result<Summary>`;
 //! the CLI (`main.rs`), the tests and the benches call the same functions.
 
+pub mod cli;
 pub mod cols;
 pub mod context;
 pub mod data;
@@ -14,7 +15,9 @@ pub mod index;
 pub mod io;
 pub mod layout;
 pub mod llm;
+pub mod metrics;
 pub mod rank;
+pub mod retrieve;
 pub mod train;
 
 pub use context::Ctx;

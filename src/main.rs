@@ -11,10 +11,10 @@ use recsys::etl::keywords::{self, KeywordsConfig};
 use recsys::etl::pairs::{self, PairsConfig};
 use recsys::etl::split::{self, SplitConfig};
 use recsys::etl::summaries::{self, SummariesConfig};
-use recsys::eval::retrieve::{self, RetrieveConfig};
 use recsys::eval::{self, EvalConfig};
 use recsys::index::{self, IndexBuildConfig, SearchConfig};
 use recsys::rank::{self, RankerConfig, RerankConfig};
+use recsys::retrieve::{self, RetrieveConfig};
 use recsys::train::negatives::{self, MineConfig};
 use recsys::train::retriever::{self, RetrieverConfig};
 
@@ -160,5 +160,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks over every subcommand (flattened groups included).
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

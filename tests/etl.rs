@@ -11,9 +11,10 @@ use recsys::data::synth::Truth;
 use recsys::data::{ReadOptions, read_reviews};
 use recsys::etl::build_items::{self, BuildItemsConfig};
 use recsys::etl::extract::{MAX_KEYWORDS, content_words, extract};
-use recsys::etl::pairs::{self, PairFormat, PairsConfig, QueryType};
+use recsys::etl::pairs::{self, PairFormat, PairsConfig};
 use recsys::etl::split::{self, SplitConfig};
 use recsys::io::read_parquet;
+use recsys::retrieve::QueryType;
 use recsys::{Ctx, Split};
 
 fn strs(df: &DataFrame, c: &str) -> Vec<Option<String>> {

@@ -9,10 +9,12 @@ use recsys::Ctx;
 use recsys::Split;
 use recsys::encoder::EncoderArgs;
 use recsys::etl::build_items::{self, BuildItemsConfig};
-use recsys::eval::retrieve::{self, RetrieveConfig, Retriever};
 use recsys::eval::{self, EvalConfig};
 use recsys::index::{self, IndexBuildConfig};
 use recsys::io::read_parquet;
+use recsys::retrieve::{
+    self, QuerySettings, QueryType, RetrieveConfig, RetrieverKind as Retriever,
+};
 
 fn pipeline() -> (tempfile::TempDir, Ctx) {
     pipeline_of(2_000, 200)
@@ -304,7 +306,10 @@ fn failed_keyword_extractions_are_counted_as_empty_queries() {
     recsys::io::write_parquet(&mut kw, &path).unwrap();
     let cfg = RetrieveConfig {
         retriever: Retriever::Popularity,
-        query_type: recsys::etl::pairs::QueryType::Keywords,
+        query: QuerySettings {
+            query_type: QueryType::Keywords,
+            ..Default::default()
+        },
         top_k: 3,
         ..RetrieveConfig::default()
     };

@@ -5,7 +5,7 @@ mod common;
 use std::path::PathBuf;
 
 use recsys::Ctx;
-use recsys::encoder::{EncoderArgs, Pooling};
+use recsys::encoder::{EncoderArgs, Pooling, QueryEncoderArgs};
 use recsys::etl::build_items::{self, BuildItemsConfig};
 use recsys::index::{self, IndexBuildConfig, ItemIndex, SearchConfig, SearchMode};
 
@@ -35,9 +35,11 @@ fn search_cfg(query: &str, k: usize, mode: SearchMode, model: Option<PathBuf>) -
     SearchConfig {
         query: query.to_string(),
         k,
-        model,
+        encoder: QueryEncoderArgs {
+            model,
+            ..Default::default()
+        },
         mode,
-        device: Default::default(),
     }
 }
 

@@ -10,28 +10,32 @@ use recsys::Ctx;
 use recsys::Split;
 use recsys::encoder::EncoderArgs;
 use recsys::etl::build_items::{self, BuildItemsConfig};
-use recsys::etl::pairs::QueryType;
-use recsys::eval::retrieve::{self, RetrieveConfig};
 use recsys::eval::{self, EvalConfig, Stage};
 use recsys::index::{self, IndexBuildConfig};
 use recsys::rank::features::{self, FEATURES};
 use recsys::rank::{self, RankerConfig, RerankConfig};
+use recsys::retrieve::{self, QuerySettings, QueryType, RetrieveConfig, RetrieverKind};
 
-fn root_with_candidates() -> (tempfile::TempDir, Ctx) {
-    let (dir, ctx) = common::synth_root(3_000, 150);
-    build_items::run(&ctx, &BuildItemsConfig::default()).unwrap();
+/// items.parquet and its index with the tiny BERT at `max_length` tokens.
+fn index_items(ctx: &Ctx, max_length: usize) {
+    build_items::run(ctx, &BuildItemsConfig::default()).unwrap();
     index::build(
-        &ctx,
+        ctx,
         &IndexBuildConfig {
             encoder: EncoderArgs {
                 model: common::fixture("encoder").join("tiny-bert"),
-                max_length: Some(48),
+                max_length: Some(max_length),
                 ..Default::default()
             },
             max_items: None,
         },
     )
     .unwrap();
+}
+
+fn root_with_candidates() -> (tempfile::TempDir, Ctx) {
+    let (dir, ctx) = common::synth_root(3_000, 150);
+    index_items(&ctx, 48);
     for (split, n) in [
         (Split::Train, Some(400)),
         (Split::Valid, None),
@@ -169,7 +173,7 @@ fn ranker_trains_reranks_and_is_evaluated() {
 fn features_use_nothing_after_the_query() {
     let (_dir, ctx) = root_with_candidates();
     let cands = ctx.layout.candidates(Split::Train, None);
-    let before = features::build(&ctx, Split::Train, &cands, QueryType::ReviewText).unwrap();
+    let before = features::build(&ctx, Split::Train, &cands).unwrap();
 
     // independent count of earlier TRAIN reviews per candidate row
     let train = recsys::io::read_parquet(&ctx.layout.reviews(Split::Train)).unwrap();
@@ -219,11 +223,81 @@ fn features_use_nothing_after_the_query() {
             recsys::io::write_parquet(&mut df, &path).unwrap();
         }
     }
-    let after = features::build(&ctx, Split::Train, &cands, QueryType::ReviewText).unwrap();
-    for f in FEATURES {
+    let after = features::build(&ctx, Split::Train, &cands).unwrap();
+    for f in features::names() {
         let (b, a) = (col_f64(&before, f), col_f64(&after, f));
         assert_eq!(b.len(), a.len());
         let moved = b.iter().zip(&a).position(|(x, y)| x != y);
         assert!(moved.is_none(), "feature {f} moved at row {moved:?}");
     }
+}
+
+/// The text features rebuild each query with the settings its candidates were retrieved with:
+/// candidates of 3-keyword queries get features of 3-keyword queries (not of the default 20).
+#[test]
+fn features_use_the_candidates_query_settings() {
+    let (_dir, ctx) = common::synth_root(2_000, 120);
+    common::keywords_all(&ctx);
+    index_items(&ctx, 32);
+    let max_keywords = 3;
+    let s = retrieve::run(
+        &ctx,
+        &RetrieveConfig {
+            split: Split::Test,
+            retriever: RetrieverKind::Popularity,
+            query: QuerySettings {
+                query_type: QueryType::Keywords,
+                max_keywords,
+            },
+            top_k: 5,
+            name: Some("kw3".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let df = features::build(&ctx, Split::Test, &s.out).unwrap();
+
+    // the distinct tokens of each test review's first 3 keywords, counted here independently
+    let kw = recsys::io::read_parquet(&ctx.layout.keywords(Split::Test)).unwrap();
+    let ids = kw.column("review_id").unwrap().u64().unwrap().clone();
+    let lists = kw.column("keywords").unwrap().list().unwrap().clone();
+    let mut want: HashMap<u64, (usize, usize)> = HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let words: Vec<String> = lists
+            .get_as_series(i)
+            .map(|s| {
+                s.str()
+                    .unwrap()
+                    .iter()
+                    .map(|w| w.unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let distinct = |n: usize| {
+            words
+                .iter()
+                .take(n)
+                .flat_map(|w| {
+                    w.split(|c: char| !c.is_alphanumeric())
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_lowercase)
+                        .collect::<Vec<_>>()
+                })
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        want.insert(id.unwrap(), (distinct(max_keywords), distinct(20)));
+    }
+    let got_ids = df.column("review_id").unwrap().u64().unwrap().clone();
+    let got = col_f64(&df, "query_tokens");
+    let mut differs = 0;
+    for (id, q) in got_ids.iter().zip(got) {
+        let (three, twenty) = want[&id.unwrap()];
+        assert_eq!(q.unwrap() as usize, three, "review {id:?}");
+        differs += usize::from(three != twenty);
+    }
+    assert!(
+        differs > 0,
+        "no query has more than 3 keywords: the check cannot tell the settings apart"
+    );
 }

@@ -12,9 +12,9 @@ use recsys::Split;
 use recsys::encoder::EncoderArgs;
 use recsys::etl::build_items::{self, BuildItemsConfig};
 use recsys::etl::pairs::{self, PairsConfig};
-use recsys::eval::retrieve::{self, RetrieveConfig};
 use recsys::index::{self, IndexBuildConfig};
 use recsys::rank::{self, RankerConfig, RerankConfig};
+use recsys::retrieve::{self, RetrieveConfig};
 
 #[test]
 fn every_sql_script_returns_rows() {

@@ -103,22 +103,23 @@ fn note_skip(skipped: &mut usize, examples: &mut Vec<String>, e: &InputError) {
 
 /// Reads a raw review file into a frame with one row per review (see [`reviews_frame`]).
 pub fn read_reviews(path: &Path, opts: ReadOptions) -> Result<ReadOutcome> {
-    let (rows, lines, skipped, skipped_examples) = read_jsonl(path, opts, parse_review)?;
-    let frame = anyhow::Context::with_context(reviews_frame(&rows), || {
-        format!("building the frame of {}", path.display())
-    })?;
-    Ok(ReadOutcome {
-        frame,
-        lines,
-        skipped,
-        skipped_examples,
-    })
+    read_frame(path, opts, parse_review, reviews_frame)
 }
 
 /// Reads a raw metadata file into a frame with one row per item (see [`meta_frame`]).
 pub fn read_meta(path: &Path, opts: ReadOptions) -> Result<ReadOutcome> {
-    let (rows, lines, skipped, skipped_examples) = read_jsonl(path, opts, parse_meta)?;
-    let frame = anyhow::Context::with_context(meta_frame(&rows), || {
+    read_frame(path, opts, parse_meta, meta_frame)
+}
+
+/// Parses every line of `path` with `parse`, then builds the frame of the rows.
+fn read_frame<T: Send>(
+    path: &Path,
+    opts: ReadOptions,
+    parse: fn(&str, &Path, usize) -> Result<T, InputError>,
+    frame: fn(&[T]) -> PolarsResult<DataFrame>,
+) -> Result<ReadOutcome> {
+    let (rows, lines, skipped, skipped_examples) = read_jsonl(path, opts, parse)?;
+    let frame = anyhow::Context::with_context(frame(&rows), || {
         format!("building the frame of {}", path.display())
     })?;
     Ok(ReadOutcome {

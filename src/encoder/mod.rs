@@ -1,12 +1,21 @@
-//! Text encoders: tokenizer + BERT / XLM-RoBERTa transformer (trainable), pooling, loading from
-//! a Hugging Face-layout directory, batched encoding.
+//! Text encoders: a tokenizer and a BERT-family transformer (trainable), pooling, batched
+//! encoding. One file per architecture ([`bert`], [`xlm_roberta`]) implements
+//! [`family::Family`] over the shared body ([`layers`]); `config.json` is read by [`config`], the
+//! other files of a model directory by [`files`]; [`weights`] loads, [`save`] saves,
+//! [`tokenize`] tokenises and batches; [`args`] holds the flag groups and devices.
 
+pub mod args;
+pub mod bert;
 pub mod config;
-pub mod model;
+pub mod family;
+pub mod files;
+pub mod layers;
+pub mod save;
+pub mod tokenize;
+pub mod weights;
+pub mod xlm_roberta;
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -16,69 +25,15 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::io::write_json;
-
-pub use config::{Architecture, ModelConfig, ModelFiles, Pooling, SentenceConfig};
-pub use model::{Batch, Mode, Transformer};
+pub use args::{DeviceKind, EncoderArgs, QueryEncoderArgs};
+pub use config::{Architecture, ModelConfig, Pooling};
+pub use files::{ModelFiles, SentenceConfig};
+pub use layers::{Batch, Mode, Transformer};
+pub use tokenize::make_batch;
+pub use weights::{hash_file, model_name, read_weights};
 
 /// The encoder `make` fetches: real all-MiniLM-L6-v2 weights.
 pub const DEFAULT_MODEL: &str = "models/all-MiniLM-L6-v2";
-
-/// Where the model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceKind {
-    #[default]
-    Cpu,
-    /// The first CUDA GPU (needs a build with `--features cuda`).
-    Cuda,
-}
-
-impl DeviceKind {
-    pub fn device(self) -> Result<Device> {
-        match self {
-            DeviceKind::Cpu => Ok(Device::Cpu),
-            DeviceKind::Cuda if !cfg!(feature = "cuda") => bail!(
-                "--device cuda: this binary was built without the `cuda` feature \
-                 (rebuild with `cargo build --release --features cuda`)"
-            ),
-            DeviceKind::Cuda => Device::new_cuda(0).context("opening CUDA device 0"),
-        }
-    }
-}
-
-/// The encoder flags every stage that encodes text shares.
-#[derive(Debug, Clone, clap::Args)]
-pub struct EncoderArgs {
-    /// Encoder directory in Hugging Face layout (config.json, tokenizer.json, model.safetensors
-    /// or pytorch_model.bin; sentence-transformers modules.json / 1_Pooling when present)
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    pub model: PathBuf,
-    /// Texts per forward pass (texts are sorted by length and padded per batch)
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Truncate texts to this many tokens [default: the model's max_seq_length (sentence_bert_config.json), at most 512]
-    #[arg(long)]
-    pub max_length: Option<usize>,
-    /// Override the pooling the model directory declares
-    #[arg(long, value_enum)]
-    pub pooling: Option<Pooling>,
-    /// Where to run the encoder
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
-}
-
-impl Default for EncoderArgs {
-    fn default() -> Self {
-        EncoderArgs {
-            model: PathBuf::from(DEFAULT_MODEL),
-            batch_size: 32,
-            max_length: None,
-            pooling: None,
-            device: DeviceKind::Cpu,
-        }
-    }
-}
 
 /// What produced a set of vectors: recorded with the index so a later stage can refuse to
 /// query it with a different model.
@@ -188,7 +143,7 @@ impl Encoder {
                 VarBuilder::from_varmap(&varmap, DType::F32, &device),
                 &config,
             )?;
-            fill_varmap(&varmap, &weights, &files.weights)?;
+            weights::fill_varmap(&varmap, &weights, &files.weights)?;
             (model, Some(varmap))
         } else {
             let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
@@ -201,17 +156,8 @@ impl Encoder {
             (model, None)
         };
         let pooling = args.pooling.or(st.pooling).unwrap_or(Pooling::Mean);
-        // Default: the model's max_seq_length capped at 512 (BGE-M3 declares 8192, which on a
-        // CPU costs minutes per batch of long texts); --max-length goes beyond on purpose.
-        let max_length = args
-            .max_length
-            .unwrap_or_else(|| st.max_seq_length.unwrap_or(512).min(512))
-            .min(config.max_tokens());
-        anyhow::ensure!(
-            max_length >= 2,
-            "--max-length {max_length}: must be at least 2"
-        );
-        let tokenizer = load_tokenizer(&files.tokenizer, max_length)?;
+        let max_length = config.max_length(args.max_length, st.max_seq_length)?;
+        let tokenizer = tokenize::load_tokenizer(&files.tokenizer, max_length)?;
         let info = ModelInfo {
             name: model_name(&files.dir),
             path: files
@@ -240,128 +186,16 @@ impl Encoder {
         })
     }
 
-    /// Saves a trainable encoder in Hugging Face / sentence-transformers layout, atomically
-    /// (written into a temporary directory, then renamed over `dir`): see [`Encoder::write_files`].
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        if let Err(e) = self.write_files(&tmp) {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e.context(format!("saving the model to {}", dir.display())));
-        }
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).with_context(|| format!("replacing {}", dir.display()))?;
-        }
-        std::fs::rename(&tmp, dir)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))
-    }
-
-    /// Writes the model files into `dir` (created if missing; other files there are kept):
-    /// config.json, model.safetensors (the current parameters), the tokenizer files of the
-    /// source directory, modules.json, 1_Pooling/config.json, 2_Normalize/ and
-    /// sentence_bert_config.json — loadable by [`Encoder::load`] and by sentence-transformers.
-    /// Each file is written under a temporary name and renamed.
-    pub fn write_files(&self, dir: &Path) -> Result<()> {
-        let varmap = self
-            .varmap
-            .as_ref()
-            .context("only an encoder loaded with load_trainable can be saved")?;
-        std::fs::create_dir_all(dir.join("1_Pooling"))
-            .and_then(|_| std::fs::create_dir_all(dir.join("2_Normalize")))
-            .with_context(|| format!("creating {}", dir.display()))?;
-        let mut config = self.config.raw.clone();
-        config["architectures"] = serde_json::json!([self.config.architecture.class_name()]);
-        config["model_type"] = self.config.architecture.model_type().into();
-        write_json(&dir.join("config.json"), &config)?;
-        let mut tensors = self.extra.clone();
-        for (k, v) in varmap.data().lock().expect("varmap lock").iter() {
-            tensors.insert(k.clone(), v.as_tensor().clone());
-        }
-        crate::io::write_atomic(&dir.join("model.safetensors"), |tmp| {
-            Ok(candle_core::safetensors::save(&tensors, tmp)?)
-        })?;
-        let src = Path::new(&self.info.path);
-        if src != dir {
-            for f in TOKENIZER_FILES {
-                if src.join(f).is_file() {
-                    crate::io::write_atomic(&dir.join(f), |tmp| {
-                        std::fs::copy(src.join(f), tmp)
-                            .with_context(|| format!("copying {f} from {}", src.display()))
-                            .map(|_| ())
-                    })?;
-                }
-            }
-        }
-        write_json(
-            &dir.join("modules.json"),
-            &serde_json::json!([
-                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
-            ]),
-        )?;
-        write_json(
-            &dir.join("1_Pooling/config.json"),
-            &serde_json::json!({
-                "word_embedding_dimension": self.info.dim,
-                "pooling_mode_cls_token": self.info.pooling == Pooling::Cls,
-                "pooling_mode_mean_tokens": self.info.pooling == Pooling::Mean,
-                "pooling_mode_max_tokens": false,
-                "pooling_mode_mean_sqrt_len_tokens": false
-            }),
-        )?;
-        write_json(
-            &dir.join("sentence_bert_config.json"),
-            &serde_json::json!({"max_seq_length": self.info.max_length, "do_lower_case": false}),
-        )
-    }
-
-    /// Token ids per text (special tokens added, truncated to `max_length`).
-    pub fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
-        let inputs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
-        let encs = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
-        Ok(encs.into_iter().map(|e| e.get_ids().to_vec()).collect())
-    }
-
-    /// Token ids per text, truncated to at most `max_len` tokens (special tokens included, the
-    /// closing one kept), as the tokenizer would truncate at that length.
-    pub fn tokenize_max<S: AsRef<str> + Sync>(
-        &self,
-        texts: &[S],
-        max_len: usize,
-    ) -> Result<Vec<Vec<u32>>> {
-        let mut ids = self.tokenize(texts)?;
-        for row in &mut ids {
-            if row.len() > max_len && max_len >= 2 {
-                let last = row[row.len() - 1];
-                row.truncate(max_len - 1);
-                row.push(last);
-            }
-        }
-        Ok(ids)
-    }
-
-    /// One right-padded batch from token ids.
-    pub fn batch(&self, ids: &[&[u32]]) -> Result<Batch> {
-        make_batch(
-            ids,
-            self.config.architecture,
-            self.config.pad_token_id,
-            &self.device,
-        )
+    /// A per-call token limit (training's query / item lengths) within the model's resolved
+    /// `max_length`, at least 2 (the special tokens).
+    pub fn length_within(&self, n: usize) -> usize {
+        n.min(self.info.max_length).max(2)
     }
 
     /// Pooled (and normalised) sentence vectors (b, dim) of one batch.
     pub fn embed(&self, batch: &Batch, mode: Mode) -> Result<Tensor> {
         let states = self.model.forward(batch, mode)?;
-        Ok(model::pool(
+        Ok(layers::pool(
             &states,
             &batch.mask,
             self.info.pooling,
@@ -420,134 +254,4 @@ pub fn encode_all<S: AsRef<str> + Sync>(
     pb.finish_and_clear();
     let rate = texts.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9);
     Ok((out, rate))
-}
-
-/// Pads token id lists on the right into one [`Batch`].
-pub fn make_batch(ids: &[&[u32]], arch: Architecture, pad: u32, device: &Device) -> Result<Batch> {
-    let b = ids.len();
-    anyhow::ensure!(b > 0, "empty batch");
-    let t = ids.iter().map(|x| x.len()).max().unwrap_or(0).max(1);
-    let mut input = Vec::with_capacity(b * t);
-    let mut pos = Vec::with_capacity(b * t);
-    let mut mask = Vec::with_capacity(b * t);
-    for row in ids {
-        input.extend_from_slice(row);
-        input.extend(std::iter::repeat_n(pad, t - row.len()));
-        pos.extend(model::position_ids(arch, row.len(), t, pad));
-        mask.extend((0..t).map(|i| if i < row.len() { 1f32 } else { 0f32 }));
-    }
-    Ok(Batch {
-        input_ids: Tensor::from_vec(input, (b, t), device)?,
-        type_ids: Tensor::zeros((b, t), DType::U32, device)?,
-        position_ids: Tensor::from_vec(pos, (b, t), device)?,
-        mask: Tensor::from_vec(mask, (b, t), device)?,
-    })
-}
-
-/// Copies checkpoint tensors into the `Var`s a model created; every `Var` must be found.
-fn fill_varmap(varmap: &VarMap, weights: &HashMap<String, Tensor>, file: &Path) -> Result<()> {
-    let vars = varmap.data().lock().expect("varmap lock");
-    for (name, var) in vars.iter() {
-        let t = weights.get(name).with_context(|| {
-            format!(
-                "{}: tensor {name} missing from the checkpoint",
-                file.display()
-            )
-        })?;
-        anyhow::ensure!(
-            t.dims() == var.dims(),
-            "{}: tensor {name} has shape {:?}, config.json implies {:?}",
-            file.display(),
-            t.dims(),
-            var.dims()
-        );
-        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
-    }
-    Ok(())
-}
-
-/// Tokenizer files copied along when a model is saved (whichever the source has).
-const TOKENIZER_FILES: [&str; 6] = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "sentencepiece.bpe.model",
-    "added_tokens.json",
-];
-
-/// Reads every tensor of `model.safetensors` / `pytorch_model.bin`, with the architecture
-/// prefix (`bert.`, `roberta.`, …) stripped and legacy `gamma`/`beta` LayerNorm names renamed.
-pub fn read_weights(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let raw: Vec<(String, Tensor)> = if path.extension().is_some_and(|e| e == "safetensors") {
-        candle_core::safetensors::load(path, device)
-            .with_context(|| format!("{}: not a readable safetensors file", path.display()))?
-            .into_iter()
-            .collect()
-    } else {
-        candle_core::pickle::read_all(path)
-            .with_context(|| format!("{}: not a readable PyTorch checkpoint", path.display()))?
-    };
-    const ANCHOR: &str = "embeddings.word_embeddings.weight";
-    let prefix = raw
-        .iter()
-        .find_map(|(k, _)| k.strip_suffix(ANCHOR).map(str::to_string))
-        .with_context(|| {
-            format!(
-                "{}: no tensor named *{ANCHOR}; not a BERT-family checkpoint",
-                path.display()
-            )
-        })?;
-    let mut out = HashMap::new();
-    for (k, t) in raw {
-        let Some(k) = k.strip_prefix(&prefix) else {
-            continue;
-        };
-        let k = k
-            .replace("LayerNorm.gamma", "LayerNorm.weight")
-            .replace("LayerNorm.beta", "LayerNorm.bias");
-        let t = if t.dtype().is_float() {
-            t.to_dtype(DType::F32)?.to_device(device)?
-        } else {
-            t
-        };
-        out.insert(k, t);
-    }
-    Ok(out)
-}
-
-fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer> {
-    let mut tok = Tokenizer::from_file(path)
-        .map_err(|e| anyhow::anyhow!("{}: not a usable tokenizer.json: {e}", path.display()))?;
-    tok.with_padding(None);
-    tok.with_truncation(Some(tokenizers::TruncationParams {
-        max_length,
-        ..Default::default()
-    }))
-    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(tok)
-}
-
-/// A model's name: its directory's name.
-pub fn model_name(dir: &Path) -> String {
-    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    canon
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| dir.to_string_lossy().into_owned())
-}
-
-/// blake3 of a file, hex.
-pub fn hash_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().to_hex().to_string())
 }

@@ -40,17 +40,7 @@ pub struct BuildItemsConfig {
     pub llm: LlmArgs,
 }
 
-impl Default for BuildItemsConfig {
-    fn default() -> Self {
-        BuildItemsConfig {
-            top_keywords: 30,
-            description_chars: 300,
-            force: false,
-            skip_bad_lines: false,
-            llm: LlmArgs::default(),
-        }
-    }
-}
+crate::cli::clap_default!(BuildItemsConfig);
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildItemsSummary {

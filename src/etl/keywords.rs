@@ -56,16 +56,7 @@ pub struct KeywordsConfig {
     pub max_keywords: usize,
 }
 
-impl Default for KeywordsConfig {
-    fn default() -> Self {
-        KeywordsConfig {
-            split: SplitChoice::Train,
-            llm: LlmArgs::default(),
-            max_items: None,
-            max_keywords: MAX_KEYWORDS,
-        }
-    }
-}
+crate::cli::clap_default!(KeywordsConfig);
 
 #[derive(Debug, Clone)]
 pub struct SplitKeywords {

@@ -12,21 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::cols;
 use crate::context::Ctx;
 use crate::io::{scan_parquet, thousands, write_parquet};
-use crate::layout::{Layout, Split};
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum QueryType {
-    /// The review's keywords, comma-separated
-    Keywords,
-    /// The review's title and text
-    #[value(alias = "review_text")]
-    ReviewText,
-    /// One row of each
-    Both,
-}
+use crate::layout::Split;
+use crate::retrieve::query::{DEFAULT_MAX_KEYWORDS, QueryType, queries};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PairFormat {
@@ -45,19 +32,11 @@ pub struct PairsConfig {
     #[arg(long, value_enum, default_value_t = PairFormat::Pair)]
     pub format: PairFormat,
     /// Keywords used per keyword query
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = DEFAULT_MAX_KEYWORDS)]
     pub max_keywords: usize,
 }
 
-impl Default for PairsConfig {
-    fn default() -> Self {
-        PairsConfig {
-            query_type: QueryType::Both,
-            format: PairFormat::Pair,
-            max_keywords: 20,
-        }
-    }
-}
+crate::cli::clap_default!(PairsConfig);
 
 #[derive(Debug, Clone, Default)]
 pub struct PairsSummary {
@@ -85,56 +64,6 @@ impl std::fmt::Display for PairsSummary {
             self.elapsed.as_secs_f64()
         )
     }
-}
-
-/// The queries of one split's reviews: `review_id, user_id, parent_asin, timestamp, query,
-/// query_type`. A review-text query is title + text; a keyword query is the review's first
-/// `max_keywords` keywords joined by ", " (empty when the extraction failed).
-/// Empty queries are kept (callers count them).
-pub fn queries(
-    l: &Layout,
-    split: Split,
-    query_type: QueryType,
-    max_keywords: usize,
-) -> Result<LazyFrame> {
-    let keep = || {
-        [
-            col(cols::REVIEW_ID),
-            col(cols::USER_ID),
-            col(cols::PARENT_ASIN),
-            col(cols::TIMESTAMP),
-        ]
-    };
-    let mut parts: Vec<LazyFrame> = Vec::new();
-    if query_type != QueryType::Keywords {
-        let mut sel = keep().to_vec();
-        sel.push(
-            concat_str([col(cols::TITLE), col(cols::TEXT)], " ", true)
-                .str()
-                .strip_chars(lit(NULL))
-                .alias(cols::QUERY),
-        );
-        sel.push(lit("review_text").alias(cols::QUERY_TYPE));
-        parts.push(scan_parquet(&l.reviews(split))?.select(sel));
-    }
-    if query_type != QueryType::ReviewText {
-        let mut sel = keep().to_vec();
-        let joined = col(cols::KEYWORDS)
-            .list()
-            .head(lit(max_keywords as u64))
-            .list()
-            .join(lit(", "), true);
-        // A failed extraction is an empty query: callers count it instead of losing the review.
-        sel.push(
-            when(col(cols::KEYWORDS_FAILED))
-                .then(lit(""))
-                .otherwise(joined)
-                .alias(cols::QUERY),
-        );
-        sel.push(lit("keywords").alias(cols::QUERY_TYPE));
-        parts.push(scan_parquet(&l.keywords(split))?.select(sel));
-    }
-    Ok(concat(parts, UnionArgs::default())?)
 }
 
 /// Builds the training rows (see the module docs).

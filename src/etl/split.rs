@@ -37,16 +37,7 @@ pub struct SplitConfig {
     pub skip_bad_lines: bool,
 }
 
-impl Default for SplitConfig {
-    fn default() -> Self {
-        SplitConfig {
-            train_end: DEFAULT_TRAIN_END,
-            valid_end: DEFAULT_VALID_END,
-            quantiles: None,
-            skip_bad_lines: false,
-        }
-    }
-}
+crate::cli::clap_default!(SplitConfig);
 
 /// What `etl split` did; also written to `processed/split.json` for later stages.
 #[derive(Debug, Clone, Serialize, Deserialize)]

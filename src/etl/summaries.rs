@@ -31,16 +31,7 @@ pub struct SummariesConfig {
     pub skip_bad_lines: bool,
 }
 
-impl Default for SummariesConfig {
-    fn default() -> Self {
-        SummariesConfig {
-            llm: LlmArgs::default(),
-            min_chars: 500,
-            max_items: None,
-            skip_bad_lines: false,
-        }
-    }
-}
+crate::cli::clap_default!(SummariesConfig);
 
 #[derive(Debug, Clone)]
 pub struct SummariesSummary {

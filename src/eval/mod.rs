@@ -1,8 +1,7 @@
-//! Stage-1 evaluation: candidates (`retrieve`), metrics, reports (table, JSON, Recall@K plot).
+//! Evaluation of candidate files (stage 1) and re-ranked files (stage 2): metrics and reports
+//! (table, JSON, Recall@K plot).
 
-pub mod metrics;
 pub mod plot;
-pub mod retrieve;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,7 +14,8 @@ use crate::cols;
 use crate::context::Ctx;
 use crate::io;
 use crate::layout::Split;
-use metrics::{KS, Metrics};
+use crate::metrics::{KS, Metrics};
+use crate::retrieve::{AnnRecall, CandidatesRecord};
 
 /// Which stage(s) `eval` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -60,7 +60,7 @@ pub struct Run {
     pub metrics: Metrics,
     /// For `retrieve --ann` runs: the ANN top-K's recall of the exact top-K on a sample.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ann: Option<retrieve::AnnRecall>,
+    pub ann: Option<AnnRecall>,
 }
 
 impl Run {
@@ -240,17 +240,7 @@ pub fn score_file(name: &str, file: &Path) -> Result<Run> {
             .unwrap_or("")
             .to_string())
     };
-    let sidecar = retrieve::ann_sidecar(file);
-    let ann = if sidecar.is_file() {
-        let text = std::fs::read_to_string(&sidecar)
-            .with_context(|| format!("reading {}", sidecar.display()))?;
-        Some(
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: not an ANN recall record", sidecar.display()))?,
-        )
-    } else {
-        None
-    };
+    let ann = CandidatesRecord::read_optional(file)?.and_then(|r| r.ann);
     Ok(Run {
         name: name.to_string(),
         file: file.to_path_buf(),
@@ -283,7 +273,7 @@ pub fn run(ctx: &Ctx, cfg: &EvalConfig) -> Result<EvalReport> {
                 cfg.split
             );
             let (stage1, _) = target_ranks(&reranked, cols::RANK)?;
-            let (after, _) = target_ranks(&reranked, crate::rank::RERANK_RANK)?;
+            let (after, _) = target_ranks(&reranked, cols::RERANK_RANK)?;
             Some(RerankEval {
                 file: reranked,
                 stage1: Metrics::from_ranks(&stage1, &KS),

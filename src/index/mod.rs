@@ -7,25 +7,27 @@
 //! swapped in by two renames; a crash between them is repaired the next time the index is opened.
 
 pub mod arrow;
+mod build;
+mod search;
+
+pub use build::{BuildSummary, IndexBuildConfig, build};
+pub use search::{SearchConfig, SearchMode, SearchResult, search};
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
 use futures::TryStreamExt;
 use lancedb::DistanceType;
 use lancedb::index::Index;
-use lancedb::index::scalar::{FtsIndexBuilder, FullTextSearchQuery};
+use lancedb::index::scalar::FullTextSearchQuery;
 use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 
 use crate::cols;
 use crate::context::Ctx;
 use crate::encoder::{self, Embeddings, Encoder, EncoderArgs, ModelInfo};
-use crate::io::{self, thousands};
 
 /// Name of the item table inside `data/lancedb`.
 pub const TABLE: &str = "items";
@@ -34,164 +36,21 @@ pub const MODEL_KEY: &str = "recsys.model";
 /// The vector column.
 pub const VECTOR: &str = "vector";
 
-/// `recsys index build`
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct IndexBuildConfig {
-    #[command(flatten)]
-    pub encoder: EncoderArgs,
-    /// Encode only the first N items (quick trials; the table then holds only those)
-    #[arg(long)]
-    pub max_items: Option<usize>,
-}
-
-#[derive(Debug)]
-pub struct BuildSummary {
-    pub items: usize,
-    pub model: ModelInfo,
-    pub texts_per_s: f64,
-    pub encode_s: f64,
-    pub total_s: f64,
-    pub table: PathBuf,
-}
-
-impl fmt::Display for BuildSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "index build: {} items encoded with {} ({}, {} pooling, dim {}, max {} tokens) in \
-             {:.1}s ({:.1} texts/s); table + full-text index written in {:.1}s total → {}",
-            thousands(self.items),
-            self.model.name,
-            self.model.architecture.class_name(),
-            self.model.pooling,
-            self.model.dim,
-            self.model.max_length,
-            self.encode_s,
-            self.texts_per_s,
-            self.total_s,
-            self.table.display()
-        )
-    }
-}
-
 /// A single-threaded-caller runtime for LanceDB's async API.
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
 }
 
-fn table_dir(db: &Path) -> PathBuf {
+pub(crate) fn table_dir(db: &Path) -> PathBuf {
     db.join(format!("{TABLE}.lance"))
-}
-
-/// `recsys index build`: items.parquet → LanceDB table `items` (+ BM25 index), atomically.
-pub fn build(ctx: &Ctx, cfg: &IndexBuildConfig) -> Result<BuildSummary> {
-    let t0 = Instant::now();
-    let items_path = ctx.layout.items();
-    let mut items = io::read_parquet(&items_path)?;
-    if let Some(n) = cfg.max_items {
-        items = items.head(Some(n));
-    }
-    anyhow::ensure!(
-        items.height() > 0,
-        "{}: no items to index",
-        items_path.display()
-    );
-    let texts: Vec<String> = {
-        let col = Context::with_context(items.column(cols::EMBEDDING_TEXT), || {
-            format!(
-                "{}: no column {}",
-                items_path.display(),
-                cols::EMBEDDING_TEXT
-            )
-        })?;
-        let s = col.str().with_context(|| {
-            format!(
-                "{}: column {} is not a string",
-                items_path.display(),
-                cols::EMBEDDING_TEXT
-            )
-        })?;
-        s.iter().map(|t| t.unwrap_or("").to_string()).collect()
-    };
-    let enc = Encoder::load(&cfg.encoder)?;
-    let t_enc = Instant::now();
-    let (vectors, rate) = encoder::encode_all(
-        &enc,
-        &texts,
-        cfg.encoder.batch_size,
-        "encoding items",
-        ctx.quiet,
-    )?;
-    let encode_s = t_enc.elapsed().as_secs_f64();
-    let batches = arrow::item_batches(&items, &items_path, &vectors, &enc.info)?;
-    let db = ctx.layout.lancedb_dir();
-    write_table(&db, batches)?;
-    Ok(BuildSummary {
-        items: items.height(),
-        model: enc.info,
-        texts_per_s: rate,
-        encode_s,
-        total_s: t0.elapsed().as_secs_f64(),
-        table: table_dir(&db),
-    })
-}
-
-/// Writes the table into `db/.staging-PID`, builds the full-text index there, then swaps it in.
-fn write_table(db: &Path, batches: Vec<RecordBatch>) -> Result<()> {
-    std::fs::create_dir_all(db).with_context(|| format!("creating {}", db.display()))?;
-    recover(db)?;
-    for e in std::fs::read_dir(db)?.flatten() {
-        // leftovers of a crashed build (never the live table)
-        if e.file_name().to_string_lossy().starts_with(".staging-") {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-    let staging = db.join(format!(".staging-{}", std::process::id()));
-    let staged = Staging(staging.clone());
-    let rt = runtime()?;
-    rt.block_on(async {
-        let conn = lancedb::connect(&staging.to_string_lossy())
-            .execute()
-            .await?;
-        let table = conn.create_table(TABLE, batches).execute().await?;
-        table
-            .create_index(
-                &[crate::cols::EMBEDDING_TEXT],
-                Index::FTS(FtsIndexBuilder::default()),
-            )
-            .execute()
-            .await?;
-        anyhow::Ok(())
-    })
-    .with_context(|| format!("writing the LanceDB table under {}", staging.display()))?;
-    let live = table_dir(db);
-    let old = db.join(format!(".{TABLE}.lance.old-{}", std::process::id()));
-    if live.exists() {
-        std::fs::rename(&live, &old).with_context(|| format!("moving {} aside", live.display()))?;
-    }
-    std::fs::rename(table_dir(&staging), &live)
-        .with_context(|| format!("moving the new table to {}", live.display()))?;
-    drop(staged);
-    if old.exists() {
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
-    }
-    Ok(())
-}
-
-/// Removes the staging directory however `write_table` ends.
-struct Staging(PathBuf);
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A crash between the two renames of `write_table` leaves only `.items.lance.old-PID`:
 /// put it back.
-fn recover(db: &Path) -> Result<()> {
+pub(crate) fn recover(db: &Path) -> Result<()> {
     let live = table_dir(db);
     if live.exists() || !db.is_dir() {
         return Ok(());
@@ -512,93 +371,6 @@ fn hits(batches: &[RecordBatch], score_col: &str, score: impl Fn(f32) -> f32) ->
     }
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
     Ok(out)
-}
-
-/// How `recsys search` ranks items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum SearchMode {
-    /// Encoder vectors, cosine similarity
-    #[default]
-    Dense,
-    /// BM25 over embedding_text
-    Bm25,
-}
-
-/// `recsys search`
-#[derive(Debug, Clone, clap::Args)]
-pub struct SearchConfig {
-    /// What you are looking for, in your own words
-    pub query: String,
-    /// How many items to show
-    #[arg(short, default_value_t = 10)]
-    pub k: usize,
-    /// Query encoder [default: the model the index was built with]; must embed like it
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Ranking: dense vectors or BM25 full text
-    #[arg(long, value_enum, default_value_t = SearchMode::Dense)]
-    pub mode: SearchMode,
-    /// Where to run the query encoder
-    #[arg(long, value_enum, default_value_t = encoder::DeviceKind::Cpu)]
-    pub device: encoder::DeviceKind,
-}
-
-pub struct SearchResult {
-    pub query: String,
-    pub mode: SearchMode,
-    pub model: String,
-    pub hits: Vec<Hit>,
-}
-
-impl fmt::Display for SearchResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let how = match self.mode {
-            SearchMode::Dense => format!("dense, {}", self.model),
-            SearchMode::Bm25 => "bm25".to_string(),
-        };
-        writeln!(
-            f,
-            "search {:?} ({how}): top {}",
-            self.query,
-            self.hits.len()
-        )?;
-        writeln!(
-            f,
-            "{:>4}  {:>7}  {:<12}  title",
-            "rank", "score", "parent_asin"
-        )?;
-        for (i, h) in self.hits.iter().enumerate() {
-            let title: String = h.title.chars().take(90).collect();
-            writeln!(
-                f,
-                "{:>4}  {:>7.4}  {:<12}  {title}",
-                i + 1,
-                h.score,
-                h.parent_asin
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// `recsys search`: top-k items for one query.
-pub fn search(ctx: &Ctx, cfg: &SearchConfig) -> Result<SearchResult> {
-    anyhow::ensure!(cfg.k > 0, "-k must be at least 1");
-    let index = ItemIndex::open(ctx)?;
-    let hits = match cfg.mode {
-        SearchMode::Dense => {
-            let enc = index.query_encoder(cfg.model.as_deref(), cfg.device)?;
-            let v = enc.encode(&[cfg.query.as_str()], 1, &indicatif::ProgressBar::hidden())?;
-            index.search_vector(v.row(0), cfg.k)?
-        }
-        SearchMode::Bm25 => index.search_text(&cfg.query, cfg.k)?,
-    };
-    Ok(SearchResult {
-        query: cfg.query.clone(),
-        mode: cfg.mode,
-        model: index.info.name.clone(),
-        hits,
-    })
 }
 
 /// Schema metadata for a table built by `info`.

@@ -72,19 +72,7 @@ pub struct LlmArgs {
     pub api_key: Option<String>,
 }
 
-impl Default for LlmArgs {
-    fn default() -> Self {
-        LlmArgs {
-            backend: Backend::Offline,
-            model: None,
-            url: None,
-            concurrency: 8,
-            retries: 3,
-            timeout_s: 120.0,
-            api_key: None,
-        }
-    }
-}
+crate::cli::clap_default!(LlmArgs);
 
 impl LlmArgs {
     /// The model name recorded in outputs ("" offline).

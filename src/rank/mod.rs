@@ -16,16 +16,12 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use xgb::{Booster, DMatrix};
 
-use crate::cols;
+use crate::cols::{self, LABEL, RERANK_RANK, RERANK_SCORE};
 use crate::context::Ctx;
-use crate::etl::pairs::QueryType;
-use crate::eval::metrics::rank_order;
 use crate::io::{self, thousands};
 use crate::layout::{self, MODELS_DIR, Split};
-use features::{FEATURES, LABEL};
-
-pub const RERANK_SCORE: &str = "rerank_score";
-pub const RERANK_RANK: &str = "rerank_rank";
+use crate::retrieve::{CandidatesRecord, QuerySettings, rank_order};
+use features::FEATURES;
 
 fn xgb_err(e: xgb::XGBError) -> anyhow::Error {
     anyhow::anyhow!("XGBoost: {e}")
@@ -40,9 +36,6 @@ pub struct RankerConfig {
     /// Split whose candidates are the training data (`retrieve --split train --max-queries N`)
     #[arg(long, value_enum, default_value_t = Split::Train)]
     pub train_split: Split,
-    /// The query type the candidates were retrieved with (the text features read it)
-    #[arg(long, value_enum, default_value_t = QueryType::ReviewText)]
-    pub query_type: QueryType,
     /// Boosting rounds at most
     #[arg(long, default_value_t = 300)]
     pub num_rounds: usize,
@@ -60,27 +53,15 @@ pub struct RankerConfig {
     pub output: Option<PathBuf>,
 }
 
-impl Default for RankerConfig {
-    fn default() -> Self {
-        RankerConfig {
-            candidates: None,
-            train_split: Split::Train,
-            query_type: QueryType::ReviewText,
-            num_rounds: 300,
-            early_stopping_rounds: 30,
-            max_depth: 6,
-            eta: 0.1,
-            output: None,
-        }
-    }
-}
+crate::cli::clap_default!(RankerConfig, RerankConfig);
 
 /// What `ranker.json` records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RankerInfo {
     pub features: Vec<String>,
     pub candidates: Option<String>,
-    pub query_type: QueryType,
+    /// The query settings of the training candidates (as recorded with them by `retrieve`).
+    pub query: QuerySettings,
     pub train_split: Split,
     pub train_queries: usize,
     pub train_queries_dropped: usize,
@@ -153,7 +134,7 @@ fn training_frame(
     cfg: &RankerConfig,
 ) -> Result<(DataFrame, usize, usize)> {
     let path = candidates_path(ctx, split, cfg.candidates.as_deref())?;
-    let df = features::build(ctx, split, &path, cfg.query_type)?;
+    let df = features::build(ctx, split, &path)?;
     let all = df.column(cols::REVIEW_ID)?.n_unique()?;
     let kept = df
         .lazy()
@@ -253,9 +234,14 @@ pub fn train(ctx: &Ctx, cfg: &RankerConfig) -> Result<RankerSummary> {
         .clone()
         .unwrap_or_else(|| layout::new_model_dir("ranker"));
     let info = RankerInfo {
-        features: FEATURES.iter().map(|s| s.to_string()).collect(),
+        features: features::names().iter().map(|s| s.to_string()).collect(),
         candidates: cfg.candidates.clone(),
-        query_type: cfg.query_type,
+        query: CandidatesRecord::read(&candidates_path(
+            ctx,
+            cfg.train_split,
+            cfg.candidates.as_deref(),
+        )?)?
+        .query,
         train_split: cfg.train_split,
         train_queries: train_q,
         train_queries_dropped: train_drop,
@@ -321,7 +307,7 @@ fn gain_importance(model: &Booster) -> Result<Vec<(String, f64, f64, usize)>> {
             } else {
                 0.0
             };
-            (f.to_string(), avg, total[j], count[j])
+            (f.name.to_string(), avg, total[j], count[j])
         })
         .collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -336,15 +322,6 @@ pub struct RerankConfig {
     /// Ranker directory [default: the newest models/ranker-*]
     #[arg(long)]
     pub model: Option<PathBuf>,
-}
-
-impl Default for RerankConfig {
-    fn default() -> Self {
-        RerankConfig {
-            split: Split::Test,
-            model: None,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -380,13 +357,13 @@ pub fn load(dir: &Path) -> Result<(Booster, RankerInfo)> {
             .with_context(|| format!("reading {}", info_path.display()))?,
     )
     .with_context(|| format!("{}: not a ranker record", info_path.display()))?;
-    if info.features != FEATURES {
+    if info.features != features::names() {
         bail!(
             "{}: the model was trained on features {:?}, this build computes {:?}; retrain with \
              `recsys train ranker`",
             info_path.display(),
             info.features,
-            FEATURES
+            features::names()
         );
     }
     let model = Booster::load(dir.join("model.json"))
@@ -409,7 +386,7 @@ pub fn rerank(ctx: &Ctx, cfg: &RerankConfig) -> Result<RerankSummary> {
     };
     let (model, info) = load(&dir)?;
     let path = candidates_path(ctx, cfg.split, info.candidates.as_deref())?;
-    let df = features::build(ctx, cfg.split, &path, info.query_type)?;
+    let df = features::build(ctx, cfg.split, &path)?;
     let scores = if df.height() > 0 {
         model.predict(&dmatrix(&df, false)?).map_err(xgb_err)?
     } else {
@@ -440,7 +417,7 @@ pub fn rerank(ctx: &Ctx, cfg: &RerankConfig) -> Result<RerankSummary> {
         .iter_names()
         .cloned()
         .collect();
-    keep.extend(FEATURES.iter().map(|f| PlSmallStr::from(*f)));
+    keep.extend(FEATURES.iter().map(|f| PlSmallStr::from(f.name)));
     let mut out = df.select(keep)?;
     out.with_column(Column::new(RERANK_SCORE.into(), scores))?;
     out.with_column(Column::new(RERANK_RANK.into(), ranks))?;

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use super::config::RetrieverConfig;
 use super::optim::AdamW;
-use super::retriever::{EvalPoint, RetrieverConfig, TrainerState};
+use super::state::{EvalPoint, TrainerState};
 use crate::encoder::{Encoder, ModelInfo};
 use crate::io::{self, write_json};
 use crate::layout::{self, MODELS_DIR};

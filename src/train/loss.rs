@@ -8,7 +8,7 @@
 
 use candle_core::{D, DType, Result, Tensor};
 
-use crate::encoder::model::l2_normalize;
+use crate::encoder::layers::l2_normalize;
 
 /// Default similarity scale (temperature 0.05).
 pub const DEFAULT_SCALE: f64 = 20.0;

@@ -1,10 +1,13 @@
 //! Retriever fine-tuning: the contrastive loss, AdamW, the schedule and sampler, the training
-//! loop with evaluation and checkpoints (`train retriever`), hard-negative mining
-//! (`train mine-negatives`).
+//! loop (`train retriever`) with its flags, evaluation, state and checkpoints, hard-negative
+//! mining (`train mine-negatives`).
 
 pub mod checkpoint;
+pub mod config;
+pub mod evaluate;
 pub mod loss;
 pub mod negatives;
 pub mod optim;
 pub mod retriever;
 pub mod schedule;
+pub mod state;

@@ -19,17 +19,17 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::cols;
 use crate::context::Ctx;
-use crate::encoder::{self, DeviceKind};
-use crate::eval::retrieve::{exact_topk, sample_indices};
+use crate::encoder::QueryEncoderArgs;
 use crate::index::ItemIndex;
 use crate::io::{self, thousands};
+use crate::retrieve::dense::Dense;
+use crate::retrieve::query::sample_indices;
+use crate::retrieve::{Catalog, Retriever};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct MineConfig {
-    /// Query encoder [default: the model the index was built with]; it must embed like the
-    /// index's model
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoder: QueryEncoderArgs,
     /// Training rows to mine for [default: DATA_DIR/processed/training_pairs.parquet]
     #[arg(long)]
     pub pairs: Option<PathBuf>,
@@ -45,28 +45,9 @@ pub struct MineConfig {
     /// Mine for a seeded sample of this many rows only (the output holds just those)
     #[arg(long)]
     pub max_rows: Option<usize>,
-    /// Queries per encoder forward pass
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Where to run the query encoder
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
 }
 
-impl Default for MineConfig {
-    fn default() -> Self {
-        MineConfig {
-            model: None,
-            pairs: None,
-            output: None,
-            window_start: 10,
-            window_end: 100,
-            max_rows: None,
-            batch_size: 64,
-            device: DeviceKind::Cpu,
-        }
-    }
-}
+crate::cli::clap_default!(MineConfig);
 
 #[derive(Debug)]
 pub struct MineSummary {
@@ -145,18 +126,11 @@ pub fn run(ctx: &Ctx, cfg: &MineConfig) -> Result<MineSummary> {
     let targets = str_col(cols::PARENT_ASIN)?;
 
     let index = ItemIndex::open(ctx)?;
-    let (asins, vectors) = index.items(true)?;
-    let enc = index.query_encoder(cfg.model.as_deref(), cfg.device)?;
-    let (qv, _) = encoder::encode_all(
-        &enc,
-        &queries,
-        cfg.batch_size,
-        "encoding queries",
-        ctx.quiet,
-    )?;
-    let pb = io::progress(qv.len() as u64, "top-k", ctx.quiet);
-    let top = exact_topk(&qv, &vectors, &asins, cfg.window_end, &pb)?;
-    pb.finish_and_clear();
+    let items = Catalog::open(&index, true)?;
+    let asins = &items.asins;
+    let mut dense = Dense::new(&index, &items, &cfg.encoder, None)?;
+    let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
+    let top = dense.search(&texts, cfg.window_end, ctx.quiet)?;
     let (item_asins, item_texts) = crate::etl::build_items::item_texts(&ctx.layout)?;
     let texts: HashMap<String, String> = item_asins.into_iter().zip(item_texts).collect();
 
@@ -189,7 +163,7 @@ pub fn run(ctx: &Ctx, cfg: &MineConfig) -> Result<MineSummary> {
     Ok(MineSummary {
         rows: df.height(),
         mined,
-        model: enc.info.name.clone(),
+        model: dense.model().to_string(),
         window: (cfg.window_start, cfg.window_end),
         elapsed_s: t0.elapsed().as_secs_f64(),
         out,

@@ -20,151 +20,21 @@ use candle_core::Tensor;
 use polars::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
     checkpoints, last_checkpoint, log_metrics, resolve_run, save_checkpoint, truncate_metrics,
 };
-use super::loss::{self, DEFAULT_SCALE};
+use super::evaluate::{eval_set, evaluate};
+use super::loss;
 use super::optim::{AdamW, AdamWParams};
 use super::schedule::{clip_grad_norm, item_distinct_batches, linear_warmup_decay};
+use super::state::{EvalPoint, TrainerState};
 use crate::cols;
 use crate::context::Ctx;
-use crate::encoder::{DEFAULT_MODEL, DeviceKind, Encoder, EncoderArgs, Mode};
-use crate::etl::pairs::{self, QueryType};
-use crate::eval::metrics::{KS, Metrics};
-use crate::eval::retrieve::{exact_topk, sample_indices};
+use crate::encoder::{Encoder, EncoderArgs, Mode};
 use crate::io::{self, thousands, write_json};
-use crate::layout::Split;
 
-#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
-pub struct RetrieverConfig {
-    /// Encoder to start from (Hugging Face layout directory)
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    pub base_model: PathBuf,
-    /// Training rows (query, positive, parent_asin[, negative, negative_parent_asin])
-    /// [default: DATA_DIR/processed/training_pairs.parquet; `train mine-negatives` writes
-    /// training_pairs_mined.parquet]
-    #[arg(long)]
-    pub pairs: Option<PathBuf>,
-    /// Output directory [default: models/{base-name}-finetuned-{YYYYMMDD-HHMMSS}]
-    #[arg(long)]
-    pub output: Option<PathBuf>,
-    /// Passes over the training rows
-    #[arg(long, default_value_t = 1)]
-    pub epochs: usize,
-    /// Stop after this many optimizer steps (the schedule is laid out over them)
-    #[arg(long)]
-    pub max_steps: Option<usize>,
-    /// Training rows per step (the in-batch negatives of each query)
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-    /// Peak learning rate
-    #[arg(long, default_value_t = 2e-5)]
-    pub lr: f64,
-    /// Share of the steps spent warming the learning rate up linearly from 0 (then it decays
-    /// linearly to 0)
-    #[arg(long, default_value_t = 0.1)]
-    pub warmup_ratio: f64,
-    /// AdamW decoupled weight decay (not applied to biases and LayerNorm weights)
-    #[arg(long, default_value_t = 0.01)]
-    pub weight_decay: f64,
-    /// Clip the global gradient L2 norm to this value (0: no clipping)
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    /// Cosine-similarity scale of the loss (1 / temperature)
-    #[arg(long, default_value_t = DEFAULT_SCALE)]
-    pub scale: f64,
-    /// Treat other rows of the same item in a batch as negatives (plain MNRL, for comparison)
-    #[arg(long)]
-    pub no_mask_same_item: bool,
-    /// Ignore the pairs file's negative column (in-batch negatives only)
-    #[arg(long)]
-    pub no_negatives: bool,
-    /// Truncate queries to this many tokens (capped at the model's max_seq_length)
-    #[arg(long, default_value_t = 256)]
-    pub max_query_len: usize,
-    /// Truncate item texts to this many tokens (capped at the model's max_seq_length)
-    #[arg(long, default_value_t = 512)]
-    pub max_doc_len: usize,
-    /// Evaluate every this many steps (also before the first and after the last step)
-    #[arg(long, default_value_t = 1000)]
-    pub eval_steps: usize,
-    /// Valid queries in the fixed evaluation sample (seeded; 0: no evaluation, the last
-    /// weights are the model)
-    #[arg(long, default_value_t = 2000)]
-    pub eval_queries: usize,
-    /// What the evaluation queries are
-    #[arg(long, value_enum, default_value_t = QueryType::ReviewText)]
-    pub eval_query_type: QueryType,
-    /// Texts per forward pass when encoding for evaluation
-    #[arg(long, default_value_t = 64)]
-    pub eval_batch_size: usize,
-    /// Write a resumable checkpoint every this many steps
-    #[arg(long, default_value_t = 500)]
-    pub save_steps: usize,
-    /// Continue the interrupted run in --output [default: the newest models/*-finetuned-*
-    /// with a checkpoint]; its training_args.json holds the flags and the seed, so other flags
-    /// (and --seed) are ignored
-    #[arg(long)]
-    pub resume: bool,
-    /// Where to train
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
-    /// Stop after this step as if the process were killed (tests of --resume)
-    #[arg(long, hide = true)]
-    #[serde(skip)]
-    pub halt_after: Option<usize>,
-}
-
-impl Default for RetrieverConfig {
-    fn default() -> Self {
-        RetrieverConfig {
-            base_model: PathBuf::from(DEFAULT_MODEL),
-            pairs: None,
-            output: None,
-            epochs: 1,
-            max_steps: None,
-            batch_size: 16,
-            lr: 2e-5,
-            warmup_ratio: 0.1,
-            weight_decay: 0.01,
-            max_grad_norm: 1.0,
-            scale: DEFAULT_SCALE,
-            no_mask_same_item: false,
-            no_negatives: false,
-            max_query_len: 256,
-            max_doc_len: 512,
-            eval_steps: 1000,
-            eval_queries: 2000,
-            eval_query_type: QueryType::ReviewText,
-            eval_batch_size: 64,
-            save_steps: 500,
-            resume: false,
-            device: DeviceKind::Cpu,
-            halt_after: None,
-        }
-    }
-}
-
-/// One evaluation: Recall@10 and MRR (over the top 100) of the valid sample.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EvalPoint {
-    pub step: usize,
-    pub recall_at_10: f64,
-    pub mrr: f64,
-}
-
-/// What `trainer_state.json` holds (in the output dir and in each checkpoint).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainerState {
-    /// Optimizer steps done.
-    pub step: usize,
-    pub total_steps: usize,
-    pub base: Option<EvalPoint>,
-    pub best: Option<EvalPoint>,
-    pub finished: bool,
-}
+pub use super::config::RetrieverConfig;
 
 #[derive(Debug)]
 pub struct TrainSummary {
@@ -242,14 +112,6 @@ struct Rows {
     negatives: Vec<Option<(String, u64)>>,
 }
 
-/// The fixed evaluation set: item texts and valid queries, tokenized once.
-struct EvalSet {
-    asins: Vec<String>,
-    item_ids: Vec<Vec<u32>>,
-    query_ids: Vec<Vec<u32>>,
-    targets: Vec<u32>,
-}
-
 /// `recsys train retriever`.
 pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
     let (cfg, output, seed) = resolve_run(cli, ctx.seed, &ctx.layout.root)?;
@@ -263,8 +125,8 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
         device: cfg.device,
         ..Default::default()
     })?;
-    let q_len = cfg.max_query_len.min(enc.info.max_length).max(2);
-    let d_len = cfg.max_doc_len.min(enc.info.max_length).max(2);
+    let q_len = enc.length_within(cfg.max_query_len);
+    let d_len = enc.length_within(cfg.max_doc_len);
     let pairs_path = cfg
         .pairs
         .clone()
@@ -586,83 +448,4 @@ fn train_step(
         &mask,
         scale,
     )?)
-}
-
-/// Items (all of items.parquet) and a seeded sample of valid queries whose item is among them.
-fn eval_set(
-    ctx: &Ctx,
-    cfg: &RetrieverConfig,
-    enc: &Encoder,
-    q_len: usize,
-    d_len: usize,
-    seed: u64,
-) -> Result<EvalSet> {
-    anyhow::ensure!(
-        cfg.eval_query_type != QueryType::Both,
-        "--eval-query-type both: pick review-text or keywords"
-    );
-    let (asins, texts) = crate::etl::build_items::item_texts(&ctx.layout)?;
-    let pos: HashMap<&str, u32> = asins
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (a.as_str(), i as u32))
-        .collect();
-    let df = pairs::queries(&ctx.layout, Split::Valid, cfg.eval_query_type, 20)?.collect();
-    let df = Context::with_context(df, || "reading the valid queries".to_string())?;
-    let (qs, ts) = (
-        df.column(cols::QUERY)?.str()?,
-        df.column(cols::PARENT_ASIN)?.str()?,
-    );
-    let mut cand: Vec<(&str, u32)> = Vec::new();
-    for (q, t) in qs.iter().zip(ts.iter()) {
-        let (Some(q), Some(t)) = (q, t) else { continue };
-        if let (false, Some(&i)) = (q.trim().is_empty(), pos.get(t)) {
-            cand.push((q.trim(), i));
-        }
-    }
-    anyhow::ensure!(
-        !cand.is_empty(),
-        "no valid query to evaluate on (pass --eval-queries 0 to train without evaluation)"
-    );
-    let pick = sample_indices(cand.len(), cfg.eval_queries, seed);
-    let queries: Vec<&str> = pick.iter().map(|&i| cand[i].0).collect();
-    Ok(EvalSet {
-        item_ids: enc.tokenize_max(&texts, d_len)?,
-        query_ids: enc.tokenize_max(&queries, q_len)?,
-        targets: pick.iter().map(|&i| cand[i].1).collect(),
-        asins,
-    })
-}
-
-/// Recall@10 and MRR of the evaluation sample with the current weights.
-fn evaluate(
-    enc: &Encoder,
-    es: &EvalSet,
-    cfg: &RetrieverConfig,
-    step: usize,
-    quiet: bool,
-) -> Result<EvalPoint> {
-    let n = (es.item_ids.len() + es.query_ids.len()) as u64;
-    let pb = io::progress(n, &format!("eval step {step}"), quiet);
-    let items = enc.encode_ids(&es.item_ids, cfg.eval_batch_size, &pb)?;
-    let queries = enc.encode_ids(&es.query_ids, cfg.eval_batch_size, &pb)?;
-    let top = exact_topk(
-        &queries,
-        &items,
-        &es.asins,
-        100,
-        &indicatif::ProgressBar::hidden(),
-    )?;
-    pb.finish_and_clear();
-    let ranks: Vec<Option<usize>> = top
-        .iter()
-        .zip(&es.targets)
-        .map(|(list, &t)| list.iter().position(|(i, _)| *i == t).map(|p| p + 1))
-        .collect();
-    let m = Metrics::from_ranks(&ranks, &KS);
-    Ok(EvalPoint {
-        step,
-        recall_at_10: m.recall_at(10).unwrap_or(0.0),
-        mrr: m.mrr,
-    })
 }

@@ -1,4 +1,5 @@
-//! Ranking metrics from the rank of each query's target (one relevant item per query).
+//! Ranking metrics from the rank of each query's target (one relevant item per query): a leaf
+//! module shared by `eval` (reports over candidate files) and training's evaluation.
 //!
 //! - Recall@K: share of queries whose target is at rank ≤ K (hits / queries).
 //! - MRR: mean of 1/rank over queries, 0 when the target is not among the candidates
@@ -7,7 +8,7 @@
 //!   (the ideal DCG is 1).
 //!
 //! Ranks are the 1-based `rank` column of a candidates file, where ties in score are broken by
-//! `parent_asin` ascending (see [`rank_order`]), so every number here can be recomputed in SQL.
+//! `parent_asin` ascending (see [`crate::retrieve::rank_order`]), so every number here can be recomputed in SQL.
 
 use serde::{Deserialize, Serialize};
 
@@ -69,14 +70,10 @@ pub fn ndcg_at(rank: usize, k: usize) -> f64 {
     }
 }
 
-/// The order candidates are ranked in: score descending, ties by `parent_asin` ascending.
-pub fn rank_order(a: (f32, &str), b: (f32, &str)) -> std::cmp::Ordering {
-    b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retrieve::rank_order;
 
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() < 1e-12, "{a} != {b}");

@@ -1,4 +1,4 @@
-//! The transformer encoder (BERT and XLM-RoBERTa share it), written with differentiable ops so
+//! The transformer encoder body (every [`super::config::Family`] shares it), written with differentiable ops so
 //! the same code serves inference and training.
 //!
 //! Candle's fused `layer_norm` and `softmax_last_dim` kernels record no backward pass; they are
@@ -276,16 +276,4 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
         .sqrt()?
         .clamp(1e-12, f64::MAX)?;
     x.broadcast_div(&norm)
-}
-
-/// Position ids as Hugging Face computes them: BERT counts 0.., XLM-RoBERTa counts real tokens
-/// from `pad + 1` and gives padding the id `pad`.
-pub fn position_ids(arch: Architecture, len: usize, padded: usize, pad: u32) -> Vec<u32> {
-    (0..padded)
-        .map(|i| match arch {
-            Architecture::Bert => i as u32,
-            Architecture::XlmRoberta if i < len => pad + 1 + i as u32,
-            Architecture::XlmRoberta => pad,
-        })
-        .collect()
 }
