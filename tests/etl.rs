@@ -7,12 +7,12 @@ use std::collections::HashMap;
 
 use common::*;
 use polars::prelude::*;
-use recsys::data::synth::Truth;
 use recsys::data::{ReadOptions, read_reviews};
 use recsys::etl::build_items::{self, BuildItemsConfig};
-use recsys::etl::extract::{MAX_KEYWORDS, content_words, extract};
+use recsys::etl::extract::{MAX_KEYWORDS, extract};
 use recsys::etl::pairs::{self, PairFormat, PairsConfig};
 use recsys::etl::split::{self, SplitConfig};
+use recsys::etl::truth::truth_found;
 use recsys::io::read_parquet;
 use recsys::retrieve::QueryType;
 use recsys::{Ctx, Split};
@@ -75,50 +75,13 @@ fn extractor_on_real_reviews() {
 fn offline_keywords_recover_synthetic_ground_truth() {
     let (_dir, ctx) = synth_root(4_000, 400);
     keywords_all(&ctx);
-    let truth: HashMap<u64, Truth> = std::fs::read_to_string(ctx.layout.synth_truth())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Truth>(l).unwrap())
-        .map(|t| (t.review_id, t))
-        .collect();
-    let (mut found, mut total) = (HashMap::<&str, (usize, usize)>::new(), (0usize, 0usize));
-    for split in Split::ALL {
-        let df = read_parquet(&ctx.layout.keywords(split)).unwrap();
-        let ids: Vec<u64> = df
-            .column("review_id")
-            .unwrap()
-            .u64()
-            .unwrap()
-            .into_no_null_iter()
-            .collect();
-        let lists = df.column("keywords").unwrap().list().unwrap().clone();
-        for (id, kws) in ids.iter().zip(lists.series_iter()) {
-            let kws: Vec<String> = kws
-                .unwrap()
-                .str()
-                .unwrap()
-                .no_null_iter()
-                .map(String::from)
-                .collect();
-            let t = &truth[id];
-            for (kind, value) in t.attributes.iter().chain(&t.context) {
-                let want = content_words(value);
-                let hit = kws
-                    .iter()
-                    .any(|k| format!(" {k} ").contains(&format!(" {want} ")));
-                let e = found.entry(kind.as_str()).or_default();
-                e.0 += hit as usize;
-                e.1 += 1;
-                total.0 += hit as usize;
-                total.1 += 1;
-            }
-        }
-    }
-    let share = total.0 as f64 / total.1 as f64;
+    let f = truth_found(&ctx, &Split::ALL).unwrap();
+    let share = f.share();
     eprintln!(
-        "ground truth found among offline keywords: {:.3} of {} ({found:?})",
-        share, total.1
+        "ground truth found among offline keywords: {:.3} of {} ({:?})",
+        share, f.total, f.by_kind
     );
+    assert!(f.total > 1_000, "{f:?}");
     assert!(
         share >= 0.9,
         "only {share:.3} of ground-truth attributes found"

@@ -40,6 +40,7 @@ fn cfg(backend: Backend, url: &str) -> KeywordsConfig {
             retries: 2,
             timeout_s: 2.0,
             api_key: None,
+            no_schema: false,
         },
         ..KeywordsConfig::default()
     }
@@ -214,19 +215,6 @@ fn killed_run_resumes_from_the_cache() {
     assert!(failed.iter().all(|f| !f) && kws.iter().all(|k| k.len() == 2));
 }
 
-/// A real server, when one is reachable: RECSYS_LLM_URL (OpenAI-compatible) and RECSYS_LLM_MODEL.
-#[test]
-#[ignore = "needs a real LLM server: set RECSYS_LLM_URL and RECSYS_LLM_MODEL"]
-fn real_llm_server_extracts_keywords() {
-    let url = std::env::var("RECSYS_LLM_URL").expect("RECSYS_LLM_URL");
-    let (_dir, ctx) = split_root(3);
-    let mut c = cfg(Backend::Openai, &url);
-    c.llm.model = std::env::var("RECSYS_LLM_MODEL").ok();
-    c.llm.timeout_s = 120.0;
-    let s = keywords::run(&ctx, &c).unwrap();
-    assert_eq!(s.splits[0].failed, 0, "{s}");
-}
-
 #[test]
 fn summaries_come_from_the_llm_and_offline_invents_none() {
     use recsys::etl::build_items::{self, BuildItemsConfig};
@@ -280,4 +268,43 @@ fn summaries_come_from_the_llm_and_offline_invents_none() {
         .unwrap()
         .to_string();
     assert!(short.ends_with("[Description Summary] Short."), "{short}");
+}
+
+/// Structured output: the keywords schema goes out as `response_format` (OpenAI-compatible) or
+/// `format` (Ollama), with a token cap; `--no-schema` sends neither, and the two are cached apart.
+#[test]
+fn keyword_requests_carry_the_json_schema() {
+    let server = MockLlm::start(|_, _| Reply::Content(r#"{"keywords": ["dry skin"]}"#.into()));
+    let (_dir, ctx) = split_root(2);
+    let mut c = cfg(Backend::Openai, &format!("{}/v1", server.url));
+    c.max_keywords = 7;
+    keywords::run(&ctx, &c).unwrap();
+    let body = server.last_body.lock().unwrap().clone().unwrap();
+    assert_eq!(body["response_format"]["type"], "json_schema");
+    assert_eq!(
+        body["response_format"]["json_schema"]["schema"],
+        keywords::schema(7)
+    );
+    assert_eq!(
+        body["response_format"]["json_schema"]["schema"]["properties"]["keywords"]["maxItems"],
+        7
+    );
+    assert!(body["max_tokens"].as_u64().unwrap() > 0);
+    let (kws, _) = keywords_of(&ctx);
+    assert_eq!(kws[0], vec!["dry skin".to_string()]);
+
+    // without the schema: a plain request, and not answered from the schema run's cache
+    let before = server.count();
+    c.llm.no_schema = true;
+    keywords::run(&ctx, &c).unwrap();
+    assert_eq!(server.count(), before + 2, "the schema answers were reused");
+    let body = server.last_body.lock().unwrap().clone().unwrap();
+    assert!(body.get("response_format").is_none(), "{body}");
+
+    let (_dir, ctx) = split_root(1);
+    let c = cfg(Backend::Ollama, &server.url);
+    keywords::run(&ctx, &c).unwrap();
+    let body = server.last_body.lock().unwrap().clone().unwrap();
+    assert_eq!(body["format"], keywords::schema(c.max_keywords));
+    assert!(body["options"]["num_predict"].as_u64().unwrap() > 0);
 }

@@ -16,10 +16,9 @@ use crate::layout::Split;
 use crate::llm::{self, Backend, Cache, Job, LlmArgs, Prompt};
 
 /// Bump when the prompt changes: cached answers of another version are not reused.
-pub const PROMPT_VERSION: &str = "keywords-v1";
+pub const PROMPT_VERSION: &str = "keywords-v2";
 
-const SYSTEM: &str =
-    "You extract search keywords from product reviews. Answer with a JSON list of strings only.";
+const SYSTEM: &str = "You extract search keywords from product reviews. Answer with JSON only.";
 
 /// Which splits a stage processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -113,15 +112,28 @@ impl std::fmt::Display for KeywordsSummary {
     }
 }
 
-fn prompt(title: &str, text: &str, max: usize) -> Prompt {
+/// The JSON schema of a keywords answer: `{"keywords": [string, …]}` with at most `max` items.
+pub fn schema(max: usize) -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {"keywords": {"type": "array", "items": {"type": "string"}, "maxItems": max}},
+        "required": ["keywords"],
+        "additionalProperties": false
+    })
+}
+
+fn prompt(title: &str, text: &str, max: usize, with_schema: bool) -> Prompt {
     Prompt {
         system: SYSTEM.to_string(),
+        schema: with_schema.then(|| schema(max)),
+        // up to `max` keywords of a few tokens each, and the JSON around them
+        max_tokens: Some(64 + 16 * max as u32),
         user: format!(
             "Review title: {title}\nReview: {text}\n\nList up to {max} short keywords (1-3 words, lower case) that \
              would help find the product this review is about: WHO uses it (e.g. \"daughter\", \"men\"), WHEN or \
              WHERE it is used (\"after the gym\", \"winter\"), WHY it was bought (needs, problems: \"thin hair\", \
              \"dry skin\"), and product attributes (type, scent, ingredients). Skip generic sentiment words \
-             (\"great\", \"love\", \"product\"). Answer with a JSON list of strings only."
+             (\"great\", \"love\", \"product\"). Answer with a JSON object only: {{\"keywords\": [\"…\", …]}}."
         ),
     }
 }
@@ -134,6 +146,11 @@ pub fn run(ctx: &Ctx, cfg: &KeywordsConfig) -> Result<KeywordsSummary> {
         _ => Some(cfg.llm.client()?),
     };
     let model = cfg.llm.model_name();
+    // A schema-constrained answer may differ from a free one: they are cached apart.
+    let version = match cfg.llm.no_schema {
+        true => PROMPT_VERSION.to_string(),
+        false => format!("{PROMPT_VERSION}+schema"),
+    };
     let mut cache = match client {
         Some(_) => Some(Cache::<Vec<String>>::open(
             &ctx.layout.llm_cache("keywords"),
@@ -175,7 +192,7 @@ pub fn run(ctx: &Ctx, cfg: &KeywordsConfig) -> Result<KeywordsSummary> {
                             llm::cache::key(
                                 cfg.llm.backend.as_str(),
                                 &model,
-                                PROMPT_VERSION,
+                                &version,
                                 &format!("{t}\n{x}"),
                             )
                         })
@@ -187,7 +204,7 @@ pub fn run(ctx: &Ctx, cfg: &KeywordsConfig) -> Result<KeywordsSummary> {
                     .filter_map(|(k, (t, x))| {
                         k.as_ref().map(|k| Job {
                             key: k.clone(),
-                            prompt: prompt(t, x, cfg.max_keywords),
+                            prompt: prompt(t, x, cfg.max_keywords, !cfg.llm.no_schema),
                         })
                     })
                     .collect();

@@ -1,5 +1,5 @@
 //! ETL stages: time split, keywords (offline extractor or LLM), description summaries,
-//! the item table, and the retriever's training pairs.
+//! the item table, the retriever's training pairs, and the keywords' recall of synthetic ground truth.
 
 pub mod build_items;
 pub mod extract;
@@ -7,3 +7,4 @@ pub mod keywords;
 pub mod pairs;
 pub mod split;
 pub mod summaries;
+pub mod truth;

@@ -70,6 +70,8 @@ impl std::fmt::Display for SummariesSummary {
 fn prompt(description: &str) -> Prompt {
     Prompt {
         system: "You summarise product descriptions for a search index.".to_string(),
+        max_tokens: Some(128),
+        schema: None,
         user: format!(
             "Product description:\n{description}\n\nSummarise it in a few short phrases (at most 30 words in all): \
              what the product is, who it is for, its key attributes. Answer with the phrases only, separated by \"; \"."

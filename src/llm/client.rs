@@ -7,11 +7,18 @@ use serde_json::{Value, json};
 
 use super::Backend;
 
-/// A chat prompt: system and user message.
-#[derive(Debug, Clone)]
+/// A chat prompt: system and user message, and what the reply must look like.
+#[derive(Debug, Clone, Default)]
 pub struct Prompt {
     pub system: String,
     pub user: String,
+    /// A JSON schema the reply must match: sent as `response_format` (OpenAI-compatible servers:
+    /// vLLM, llama.cpp's server, OpenAI) or `format` (Ollama), so that a server that supports
+    /// structured output replies with parseable JSON by construction. Servers that ignore it
+    /// are still read by the tolerant parser.
+    pub schema: Option<Value>,
+    /// Upper bound on the reply's tokens (a runaway generation costs its whole timeout).
+    pub max_tokens: Option<u32>,
 }
 
 pub struct Client {
@@ -62,11 +69,31 @@ impl Client {
     fn body(&self, p: &Prompt) -> Value {
         let messages =
             json!([{"role": "system", "content": p.system}, {"role": "user", "content": p.user}]);
-        match self.backend {
+        let mut body = match self.backend {
             Backend::Ollama => json!({"model": self.model, "messages": messages, "stream": false,
                                       "options": {"temperature": 0}}),
             _ => json!({"model": self.model, "messages": messages, "temperature": 0}),
+        };
+        match self.backend {
+            Backend::Ollama => {
+                if let Some(s) = &p.schema {
+                    body["format"] = s.clone();
+                }
+                if let Some(n) = p.max_tokens {
+                    body["options"]["num_predict"] = n.into();
+                }
+            }
+            _ => {
+                if let Some(s) = &p.schema {
+                    body["response_format"] = json!({"type": "json_schema",
+                        "json_schema": {"name": "answer", "strict": true, "schema": s}});
+                }
+                if let Some(n) = p.max_tokens {
+                    body["max_tokens"] = n.into();
+                }
+            }
         }
+        body
     }
 
     async fn once(&self, p: &Prompt) -> Result<String, Failure> {

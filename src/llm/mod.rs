@@ -70,6 +70,10 @@ pub struct LlmArgs {
     /// Bearer token for OpenAI-compatible servers that want one
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Do not ask for structured output (a JSON schema as `response_format` / Ollama `format`);
+    /// for servers that reject it. Replies are then parsed tolerantly.
+    #[arg(long)]
+    pub no_schema: bool,
 }
 
 crate::cli::clap_default!(LlmArgs);

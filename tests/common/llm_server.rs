@@ -3,8 +3,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What the server does with request number `n` (0-based) whose user message is `user`.
@@ -20,6 +20,8 @@ pub enum Reply {
 pub struct MockLlm {
     pub url: String,
     pub requests: Arc<AtomicUsize>,
+    /// The body of the last request.
+    pub last_body: Arc<Mutex<Option<serde_json::Value>>>,
 }
 
 impl MockLlm {
@@ -27,14 +29,19 @@ impl MockLlm {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(AtomicUsize::new(0));
-        let (count, script) = (requests.clone(), Arc::new(script));
+        let last_body = Arc::new(Mutex::new(None));
+        let (count, script, last) = (requests.clone(), Arc::new(script), last_body.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (count, script) = (count.clone(), script.clone());
-                std::thread::spawn(move || handle(stream, &count, &*script));
+                let (count, script, last) = (count.clone(), script.clone(), last.clone());
+                std::thread::spawn(move || handle(stream, &count, &*script, &last));
             }
         });
-        MockLlm { url, requests }
+        MockLlm {
+            url,
+            requests,
+            last_body,
+        }
     }
     pub fn count(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
@@ -45,6 +52,7 @@ fn handle(
     stream: TcpStream,
     count: &AtomicUsize,
     script: &(dyn Fn(usize, &str) -> Reply + Send + Sync),
+    last: &Mutex<Option<serde_json::Value>>,
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
@@ -70,6 +78,7 @@ fn handle(
     let mut body = vec![0; len];
     reader.read_exact(&mut body).unwrap();
     let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    *last.lock().unwrap() = Some(req.clone());
     let user = req["messages"][1]["content"]
         .as_str()
         .unwrap_or("")

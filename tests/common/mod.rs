@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: small raw files built in a few lines.
 #![allow(dead_code)]
 
+pub mod llama;
 pub mod llm_server;
 
 use std::path::{Path, PathBuf};
@@ -83,15 +84,20 @@ pub fn synth_root(reviews: usize, items: usize) -> (tempfile::TempDir, Ctx) {
         },
     )
     .unwrap();
+    split_by_quantiles(&ctx);
+    (dir, ctx)
+}
+
+/// `etl split --quantiles 0.8,0.9`: 80 / 10 / 10 by time, whatever the data's dates.
+pub fn split_by_quantiles(ctx: &Ctx) {
     split::run(
-        &ctx,
+        ctx,
         &SplitConfig {
             quantiles: Some(vec![0.8, 0.9]),
             ..SplitConfig::default()
         },
     )
     .unwrap();
-    (dir, ctx)
 }
 
 /// Offline keywords for every split.

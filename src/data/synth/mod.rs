@@ -31,6 +31,9 @@ use review::gen_review;
 
 mod meta;
 mod review;
+mod truth;
+
+pub use truth::Truth;
 
 /// 2010-01-01 and 2023-01-01 (ms): review timestamps grow exponentially over this span.
 const REVIEWS_START: i64 = 1_262_304_000_000;
@@ -117,18 +120,6 @@ struct ReviewLine<'a> {
     timestamp: i64,
     helpful_vote: i64,
     verified_purchase: bool,
-}
-
-/// Ground truth of one review: which item attributes and which context phrases its text holds.
-#[derive(Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
-pub struct Truth {
-    /// 1-based line of the review in the reviews file (= its `review_id`).
-    pub review_id: u64,
-    pub parent_asin: String,
-    /// (attribute, value) pairs, the value as written in the text (lower case).
-    pub attributes: Vec<(String, String)>,
-    /// (who|when|why, phrase) pairs as written in the text.
-    pub context: Vec<(String, String)>,
 }
 
 struct GenReview {
