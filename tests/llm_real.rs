@@ -31,6 +31,7 @@ fn real_root(shared: &Path) -> (tempfile::TempDir, recsys::Ctx) {
 fn cfg(url: &str, concurrency: usize) -> KeywordsConfig {
     let mut c = keywords_cfg(url, concurrency);
     c.llm.retries = 2;
+    c.max_keywords = 8;
     c
 }
 

@@ -67,6 +67,8 @@ pub struct SplitKeywords {
     pub failed: usize,
     pub cached: usize,
     pub requested: usize,
+    /// Why the first failed review failed (the LLM's error or the unparseable reply).
+    pub first_error: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,16 +109,25 @@ impl std::fmt::Display for KeywordsSummary {
                     thousands(s.requested)
                 )?;
             }
+            if let Some(e) = &s.first_error {
+                write!(f, "\n        first failure: {e}")?;
+            }
         }
         Ok(())
     }
 }
 
-/// The JSON schema of a keywords answer: `{"keywords": [string, …]}` with at most `max` items.
+/// The JSON schema of a keywords answer: `{"keywords": [string, …]}` with at most `max` items of
+/// at most 60 characters (a grammar-constrained small model otherwise can run a string on until
+/// the token cap cuts the JSON).
 pub fn schema(max: usize) -> serde_json::Value {
     serde_json::json!({
         "type": "object",
-        "properties": {"keywords": {"type": "array", "items": {"type": "string"}, "maxItems": max}},
+        "properties": {"keywords": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 60},
+            "maxItems": max
+        }},
         "required": ["keywords"],
         "additionalProperties": false
     })
@@ -126,14 +137,15 @@ fn prompt(title: &str, text: &str, max: usize, with_schema: bool) -> Prompt {
     Prompt {
         system: SYSTEM.to_string(),
         schema: with_schema.then(|| schema(max)),
-        // up to `max` keywords of a few tokens each, and the JSON around them
-        max_tokens: Some(64 + 16 * max as u32),
+        // the schema's bound (`max` strings of at most 60 characters, one token each at worst,
+        // and the JSON around them): the cap never cuts a schema-conforming answer
+        max_tokens: Some(32 + 64 * max as u32),
         user: format!(
             "Review title: {title}\nReview: {text}\n\nList up to {max} short keywords (1-3 words, lower case) that \
              would help find the product this review is about: WHO uses it (e.g. \"daughter\", \"men\"), WHEN or \
              WHERE it is used (\"after the gym\", \"winter\"), WHY it was bought (needs, problems: \"thin hair\", \
              \"dry skin\"), and product attributes (type, scent, ingredients). Skip generic sentiment words \
-             (\"great\", \"love\", \"product\"). Answer with a JSON object only: {{\"keywords\": [\"…\", …]}}."
+             (\"great\", \"love\", \"product\"). Answer with a JSON object only, whose one field \"keywords\" is the list of strings."
         ),
     }
 }
@@ -181,6 +193,7 @@ pub fn run(ctx: &Ctx, cfg: &KeywordsConfig) -> Result<KeywordsSummary> {
             ctx.quiet,
         );
         let mut stats = llm::BatchStats::default();
+        let mut first_error = None;
         // None = the LLM failed for this review (never silently empty).
         let keywords: Vec<Option<Vec<String>>> = match (&client, cache.as_mut()) {
             (Some(client), Some(cache)) => {
@@ -217,6 +230,10 @@ pub fn run(ctx: &Ctx, cfg: &KeywordsConfig) -> Result<KeywordsSummary> {
                     &pb,
                 )?;
                 stats = s;
+                first_error = keys
+                    .iter()
+                    .flatten()
+                    .find_map(|k| answers[k].as_ref().err().cloned());
                 keys.iter()
                     .map(|k| match k {
                         None => Some(Vec::new()),
@@ -250,6 +267,7 @@ pub fn run(ctx: &Ctx, cfg: &KeywordsConfig) -> Result<KeywordsSummary> {
             failed: failed.iter().filter(|&&f| f).count(),
             cached: stats.cached,
             requested: stats.requested,
+            first_error,
         };
         let mut out = reviews
             .select([

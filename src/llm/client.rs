@@ -107,7 +107,14 @@ impl Client {
             } else {
                 "request failed"
             };
-            Failure::Retry(format!("{} {what}: {e}", self.endpoint))
+            // reqwest's own message hides the cause (connection refused, reset, DNS): add the chain
+            let mut why = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(c) = src {
+                why = format!("{why}: {c}");
+                src = c.source();
+            }
+            Failure::Retry(format!("{} {what}: {why}", self.endpoint))
         })?;
         let status = resp.status();
         let text = resp

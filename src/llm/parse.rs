@@ -54,7 +54,8 @@ pub fn keywords(reply: &str) -> Option<Vec<String>> {
             .trim()
             .trim_matches(|c: char| c == '.' || c == ',')
             .to_lowercase();
-        if !k.is_empty() && !out.contains(&k) {
+        // "…", "-", "" carry nothing to search with
+        if k.chars().any(char::is_alphanumeric) && !out.contains(&k) {
             out.push(k);
         }
     }
@@ -110,6 +111,11 @@ mod tests {
             vec!["husband", "after shaving", "razor bumps"]
         );
         assert_eq!(keywords(r#"{"keywords": ["a b"]}"#).unwrap(), vec!["a b"]);
+        // placeholders carry nothing
+        assert_eq!(
+            keywords(r#"{"keywords": ["…", "-", " ", "Coconut"]}"#).unwrap(),
+            vec!["coconut"]
+        );
     }
 
     #[test]
