@@ -127,12 +127,91 @@ pub fn open_lines(path: &Path, quiet: bool) -> Result<(Box<dyn BufRead + Send>, 
     Ok((Box::new(BufReader::with_capacity(1 << 20, inner)), pb))
 }
 
-/// A progress bar over `len` units, hidden with `--quiet`.
+/// Seconds between progress lines when stderr is not a terminal.
+const LOG_EVERY_S: u64 = 30;
+
+/// Progress for a log file: when stderr is not a terminal (a run under nohup, in the background,
+/// in CI), a bar is written as a plain line at most every [`LOG_EVERY_S`] seconds instead of
+/// being redrawn in place (indicatif would otherwise hide it).
+#[derive(Debug)]
+struct LineLog {
+    line: std::sync::Mutex<(String, Option<std::time::Instant>)>,
+    every: Duration,
+}
+
+impl LineLog {
+    fn new(every: Duration) -> Self {
+        LineLog {
+            line: std::sync::Mutex::new((String::new(), None)),
+            every,
+        }
+    }
+    /// The pending line if it is due (and forgets it either way).
+    fn take_due(&self) -> Option<String> {
+        let mut g = self.line.lock().ok()?;
+        let text = std::mem::take(&mut g.0);
+        let due = g.1.is_none_or(|t| t.elapsed() >= self.every);
+        if due && !text.trim().is_empty() {
+            g.1 = Some(std::time::Instant::now());
+            return Some(text);
+        }
+        None
+    }
+}
+
+impl indicatif::TermLike for LineLog {
+    fn width(&self) -> u16 {
+        120
+    }
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write_str(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        let s = s.trim();
+        if let (false, Ok(mut g)) = (s.is_empty(), self.line.lock()) {
+            if !g.0.is_empty() {
+                g.0.push_str(" | ");
+            }
+            g.0.push_str(s);
+        }
+        Ok(())
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        if let Some(line) = self.take_due() {
+            eprintln!("{} {line}", chrono::Local::now().format("%H:%M:%S"));
+        }
+        Ok(())
+    }
+}
+
+/// A progress bar over `len` units, hidden with `--quiet`; a line every 30 s when stderr is not
+/// a terminal.
 pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::term_like_with_hz(
+            Box::new(LineLog::new(Duration::from_secs(LOG_EVERY_S))),
+            1,
+        ));
+    }
     pb.set_style(
         ProgressStyle::with_template(
             "{msg:>14} [{bar:30}] {human_pos}/{human_len} ({per_sec}, eta {eta})",
@@ -201,6 +280,26 @@ pub fn utc(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_lines_for_logs_are_throttled() {
+        use indicatif::TermLike;
+        let log = LineLog::new(Duration::from_secs(3600));
+        log.write_str("  step 1/10  ").unwrap();
+        assert_eq!(
+            log.take_due().as_deref(),
+            Some("step 1/10"),
+            "the first is due"
+        );
+        log.write_str("step 2/10").unwrap();
+        assert_eq!(log.take_due(), None, "an hour has not passed");
+        let log = LineLog::new(Duration::ZERO);
+        log.write_line("a").unwrap();
+        log.write_str("").unwrap();
+        log.write_str("b").unwrap();
+        assert_eq!(log.take_due().as_deref(), Some("a | b"));
+        assert_eq!(log.take_due(), None, "nothing new was drawn");
+    }
 
     #[test]
     fn thousands_groups_digits() {
