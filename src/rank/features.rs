@@ -43,8 +43,11 @@ pub enum How {
     /// features listed before it.
     Expr(fn() -> PolarsResult<Expr>),
     /// A function of one (query, candidate) row, run in Rust; computed before every `Expr`.
-    Row(fn(&RowInput) -> Option<f64>),
+    Row(RowFn),
 }
+
+/// A per-row feature: its value for one (query, candidate) row (`None`: missing).
+pub type RowFn = fn(&RowInput) -> Option<f64>;
 
 /// What a per-row feature sees of one (query, candidate) row.
 pub struct RowInput<'a> {
@@ -361,7 +364,7 @@ fn row_features(ctx: &Ctx, df: &DataFrame) -> Result<Vec<Column>> {
     }
     history.values_mut().for_each(|v| v.sort_unstable());
 
-    let row_fns: Vec<(&str, fn(&RowInput) -> Option<f64>)> = FEATURES
+    let row_fns: Vec<(&str, RowFn)> = FEATURES
         .iter()
         .filter_map(|f| match f.how {
             How::Row(g) => Some((f.name, g)),

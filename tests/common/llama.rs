@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ impl Llama {
         Self::start_on(&bin, &model, parallel, free_port())
     }
 
-    pub fn start_on(bin: &PathBuf, model: &PathBuf, parallel: usize, port: u16) -> Llama {
+    pub fn start_on(bin: &Path, model: &Path, parallel: usize, port: u16) -> Llama {
         let child = Command::new(bin)
             .args(["-m", &model.to_string_lossy()])
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
