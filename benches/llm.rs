@@ -5,7 +5,8 @@
 //! - quality: the share of synthetic ground-truth mentions found among the keywords, LLM vs
 //!   the offline extractor, on the same reviews.
 //!
-//! `cargo bench --bench llm` (env `LLM_BENCH_REVIEWS`, default 160). Prints tables; asserts nothing.
+//! `cargo bench --bench llm` (env `LLM_BENCH_REVIEWS`, default 160; `LLM_BENCH_PARTS`, default
+//! `speed,schema,truth`). Prints tables; asserts nothing.
 
 #[allow(dead_code)]
 #[path = "../tests/common/llama.rs"]
@@ -53,6 +54,7 @@ fn main() {
         eprintln!("skipping: {} is absent", shared.display());
         return;
     }
+    let parts = std::env::var("LLM_BENCH_PARTS").unwrap_or_else(|_| "speed,schema,truth".into());
     let server = llama::Llama::start(8);
 
     // real reviews
@@ -78,7 +80,7 @@ fn main() {
         "{:>11}  {:>9}  {:>10}  {:>7}  {:>22}",
         "concurrency", "seconds", "reviews/s", "failed", "701,528 reviews at it"
     );
-    for c in [1, 4, 8] {
+    for c in [1, 4, 8].into_iter().filter(|_| parts.contains("speed")) {
         let (s, secs) = timed(&ctx, &llm_cfg(&server.url, c, false));
         let rate = n as f64 / secs;
         println!(
@@ -88,7 +90,10 @@ fn main() {
         );
     }
     println!("\nparse failures, same {n} reviews, concurrency 8, no retries:");
-    for no_schema in [false, true] {
+    for no_schema in [false, true]
+        .into_iter()
+        .filter(|_| parts.contains("schema"))
+    {
         let (s, _) = timed(&ctx, &llm_cfg(&server.url, 8, no_schema));
         let failed = sum(&s, |x| x.failed);
         println!(
@@ -103,6 +108,9 @@ fn main() {
         );
     }
 
+    if !parts.contains("truth") {
+        return;
+    }
     // synthetic reviews with ground truth: LLM vs offline
     let dir = tempfile::tempdir().unwrap();
     let ctx = Ctx::new(dir.path(), "All_Beauty", 7, true);
