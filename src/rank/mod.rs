@@ -127,13 +127,14 @@ fn candidates_path(ctx: &Ctx, split: Split, name: Option<&str>) -> Result<PathBu
 }
 
 /// Features of a split for training: only queries whose target is among the candidates.
-/// Returns (frame, queries kept, queries dropped).
+/// Returns (frame, queries kept, queries dropped, the candidates' query settings).
 fn training_frame(
     ctx: &Ctx,
     split: Split,
     cfg: &RankerConfig,
-) -> Result<(DataFrame, usize, usize)> {
+) -> Result<(DataFrame, usize, usize, QuerySettings)> {
     let path = candidates_path(ctx, split, cfg.candidates.as_deref())?;
+    let query = CandidatesRecord::read(&path)?.query;
     let df = features::build(ctx, split, &path)?;
     let all = df.column(cols::REVIEW_ID)?.n_unique()?;
     let kept = df
@@ -146,7 +147,7 @@ fn training_frame(
         "{}: no query has its target among the candidates",
         path.display()
     );
-    Ok((kept, n, all - n))
+    Ok((kept, n, all - n, query))
 }
 
 /// XGBoost logs to stderr by default (deprecation notices of the C API the `xgb` crate calls);
@@ -186,8 +187,8 @@ pub fn train(ctx: &Ctx, cfg: &RankerConfig) -> Result<RankerSummary> {
         cfg.train_split != Split::Valid,
         "--train-split valid: valid is the early-stopping split"
     );
-    let (train_df, train_q, train_drop) = training_frame(ctx, cfg.train_split, cfg)?;
-    let (valid_df, valid_q, valid_drop) = training_frame(ctx, Split::Valid, cfg)?;
+    let (train_df, train_q, train_drop, query) = training_frame(ctx, cfg.train_split, cfg)?;
+    let (valid_df, valid_q, valid_drop, _) = training_frame(ctx, Split::Valid, cfg)?;
     let dtrain = dmatrix(&train_df, true)?;
     let dvalid = dmatrix(&valid_df, true)?;
 
@@ -236,12 +237,7 @@ pub fn train(ctx: &Ctx, cfg: &RankerConfig) -> Result<RankerSummary> {
     let info = RankerInfo {
         features: features::names().iter().map(|s| s.to_string()).collect(),
         candidates: cfg.candidates.clone(),
-        query: CandidatesRecord::read(&candidates_path(
-            ctx,
-            cfg.train_split,
-            cfg.candidates.as_deref(),
-        )?)?
-        .query,
+        query,
         train_split: cfg.train_split,
         train_queries: train_q,
         train_queries_dropped: train_drop,
