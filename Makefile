@@ -62,13 +62,13 @@ demo: build
 	$(RECSYS) search "gentle shampoo for my daughter's curly hair" -k 5
 	$(RECSYS) search "gentle shampoo for my daughter's curly hair" -k 5 --mode bm25
 	$(RECSYS) retrieve --split test
+	$(RECSYS) retrieve --split valid
 	$(RECSYS) retrieve --split test --retriever bm25
 	$(RECSYS) retrieve --split test --retriever popularity
 	rm -rf $(DEMO_DIR)/models
 	$(RECSYS) train retriever --base-model $(MODEL_DIR) --output $(DEMO_FT) $(FT_FLAGS)
 	$(RECSYS) index build --model $(DEMO_FT) --max-length 64
 	$(RECSYS) retrieve --split test --name finetuned
-	$(RECSYS) retrieve --split train --max-queries 3000 --name finetuned
 	$(RECSYS) retrieve --split valid --name finetuned
 	$(RECSYS) train ranker --candidates finetuned --output $(DEMO_RANKER)
 	$(RECSYS) rerank --split test --model $(DEMO_RANKER)

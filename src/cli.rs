@@ -47,7 +47,8 @@ mod tests {
         );
         assert_eq!(crate::encoder::EncoderArgs::default().batch_size, 32);
         assert_eq!(crate::etl::pairs::PairsConfig::default().max_keywords, 20);
-        assert_eq!(crate::rank::RankerConfig::default().num_rounds, 300);
+        assert_eq!(crate::rank::RankerConfig::default().num_rounds, 500);
+        assert_eq!(crate::rank::RankerConfig::default().holdout, 0.25);
         assert_eq!(
             crate::train::negatives::MineConfig::default().window_end,
             100

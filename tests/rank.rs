@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use polars::prelude::*;
 use recsys::Ctx;
@@ -35,17 +35,13 @@ fn index_items(ctx: &Ctx, max_length: usize) {
 
 fn root_with_candidates() -> (tempfile::TempDir, Ctx) {
     let (dir, ctx) = common::synth_root(3_000, 150);
+    returning_users(&ctx, 150);
     index_items(&ctx, 48);
-    for (split, n) in [
-        (Split::Train, Some(400)),
-        (Split::Valid, None),
-        (Split::Test, None),
-    ] {
+    for split in [Split::Valid, Split::Test] {
         retrieve::run(
             &ctx,
             &RetrieveConfig {
                 split,
-                max_queries: n,
                 top_k: 30,
                 ..Default::default()
             },
@@ -53,6 +49,26 @@ fn root_with_candidates() -> (tempfile::TempDir, Ctx) {
         .unwrap();
     }
     (dir, ctx)
+}
+
+/// Synthetic users rarely come back; give the reviews `n` users so that the user features
+/// have earlier reviews to count.
+fn returning_users(ctx: &Ctx, n: u64) {
+    for split in Split::ALL {
+        let path = ctx.layout.reviews(split);
+        let mut df = recsys::io::read_parquet(&path).unwrap();
+        let users: Vec<String> = df
+            .column("review_id")
+            .unwrap()
+            .u64()
+            .unwrap()
+            .iter()
+            .map(|id| format!("U{:03}", id.unwrap() % n))
+            .collect();
+        df.with_column(Column::new("user_id".into(), users))
+            .unwrap();
+        recsys::io::write_parquet(&mut df, &path).unwrap();
+    }
 }
 
 fn col_f64(df: &DataFrame, name: &str) -> Vec<Option<f64>> {
@@ -66,6 +82,28 @@ fn col_f64(df: &DataFrame, name: &str) -> Vec<Option<f64>> {
         .collect()
 }
 
+fn col_str(df: &DataFrame, name: &str) -> Vec<String> {
+    df.column(name)
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap_or("").to_string())
+        .collect()
+}
+
+fn col_i64(df: &DataFrame, name: &str) -> Vec<i64> {
+    df.column(name)
+        .unwrap()
+        .cast(&DataType::Int64)
+        .unwrap()
+        .i64()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect()
+}
+
 #[test]
 fn ranker_trains_reranks_and_is_evaluated() {
     let (dir, ctx) = root_with_candidates();
@@ -73,20 +111,36 @@ fn ranker_trains_reranks_and_is_evaluated() {
     let s = rank::train(
         &ctx,
         &RankerConfig {
-            num_rounds: 20,
+            num_rounds: 10,
+            ablation: true,
             output: Some(out.clone()),
             ..Default::default()
         },
     )
     .unwrap();
-    assert!(s.info.best_round >= 1 && s.info.best_round <= s.info.rounds_run);
-    assert!(s.info.train_queries > 0 && s.info.valid_queries > 0);
-    assert_eq!(s.info.importance.len(), FEATURES.len());
-    assert!(s.info.importance.iter().any(|f| f.3 > 0), "no split at all");
+    let i = &s.info;
+    assert!(i.best_round >= 1 && i.best_round <= i.rounds_run);
+    assert!(i.learn_queries > 0 && i.holdout_queries > 0);
+    // the hold-out is the latest quarter of the valid queries that found their target
+    let kept = i.learn_queries + i.holdout_queries;
+    assert!(
+        i.holdout_queries.abs_diff(kept / 4) <= kept / 10 + 1,
+        "{i:?}"
+    );
+    assert_eq!(i.importance.len(), FEATURES.len());
+    assert!(i.importance.iter().any(|f| f.3 > 0), "no split at all");
     assert!(out.join("model.json").is_file());
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("ranker.json")).unwrap()).unwrap();
     assert_eq!(info["features"].as_array().unwrap().len(), FEATURES.len());
+    // the ablation: the full model, then one row per feature
+    assert_eq!(s.ablation.len(), FEATURES.len() + 1);
+    assert!(out.join("ablation.json").is_file());
+    assert!((s.ablation[0].holdout_ndcg_at_5 - i.holdout_ndcg_at_5).abs() < 1e-12);
+    for (row, f) in s.ablation[1..].iter().zip(FEATURES) {
+        assert_eq!(row.feature, f.name);
+    }
+    assert!(s.to_string().contains("ablation"));
 
     let r = rank::rerank(
         &ctx,
@@ -147,6 +201,13 @@ fn ranker_trains_reranks_and_is_evaluated() {
     assert!((r2.stage1.ndcg_at_5 - dense.metrics.ndcg_at_5).abs() < 1e-12);
     assert!((r2.stage1.mrr - dense.metrics.mrr).abs() < 1e-12);
     assert_eq!(r2.reranked.queries, r2.stage1.queries);
+    // the ablation's test NDCG@5 of the full model is the re-ranked order's, computed apart
+    let full_test = s.ablation[0].test_ndcg_at_5.unwrap();
+    assert!(
+        (full_test - r2.reranked.ndcg_at_5).abs() < 1e-9,
+        "{full_test} vs {}",
+        r2.reranked.ndcg_at_5
+    );
     // re-ranking reorders the same candidates: the share retrieved at all (R@100 ⊇ top 30)
     // cannot change
     assert_eq!(r2.stage1.recall_at(100), r2.reranked.recall_at(100));
@@ -167,69 +228,241 @@ fn ranker_trains_reranks_and_is_evaluated() {
     assert!(err.contains("retrain"), "{err}");
 }
 
-/// Popularity and age count only TRAIN reviews before the query (checked against a direct
-/// count), and changing every valid/test review changes no feature of the train candidates.
+/// One review event as the test reads it back from the split files.
+struct Event {
+    item: String,
+    user: String,
+    ts: i64,
+    rating: f64,
+}
+
+fn all_events(ctx: &Ctx) -> Vec<Event> {
+    let mut out = Vec::new();
+    for split in Split::ALL {
+        let df = recsys::io::read_parquet(&ctx.layout.reviews(split)).unwrap();
+        let (items, users) = (col_str(&df, "parent_asin"), col_str(&df, "user_id"));
+        let (ts, ratings) = (col_i64(&df, "timestamp"), col_f64(&df, "rating"));
+        for i in 0..df.height() {
+            out.push(Event {
+                item: items[i].clone(),
+                user: users[i].clone(),
+                ts: ts[i],
+                rating: ratings[i].unwrap(),
+            });
+        }
+    }
+    out
+}
+
+/// Every as-of feature equals a direct count over the reviews of all splits strictly before
+/// the query (the query's own review, at its time, never counts), and `user_similarity` equals
+/// the mean of the index vectors of the user's earlier items, computed here apart.
 #[test]
-fn features_use_nothing_after_the_query() {
+fn time_and_user_features_match_a_direct_count() {
     let (_dir, ctx) = root_with_candidates();
-    let cands = ctx.layout.candidates(Split::Train, None);
-    let before = features::build(&ctx, Split::Train, &cands).unwrap();
-
-    // independent count of earlier TRAIN reviews per candidate row
-    let train = recsys::io::read_parquet(&ctx.layout.reviews(Split::Train)).unwrap();
-    let mut hist: HashMap<String, Vec<i64>> = HashMap::new();
-    let ta = train.column("parent_asin").unwrap().str().unwrap().clone();
-    let tt = train.column("timestamp").unwrap().i64().unwrap().clone();
-    for i in 0..train.height() {
-        hist.entry(ta.get(i).unwrap().to_string())
-            .or_default()
-            .push(tt.get(i).unwrap());
-    }
-    let a = before.column("parent_asin").unwrap().str().unwrap().clone();
-    let ts = before.column("timestamp").unwrap().i64().unwrap().clone();
-    let pop = col_f64(&before, "log_popularity");
-    let age = col_f64(&before, "item_age_days");
-    let mut own_review_excluded = 0;
-    for i in 0..before.height() {
-        let h = hist.get(a.get(i).unwrap()).cloned().unwrap_or_default();
-        let q = ts.get(i).unwrap();
-        let earlier: Vec<i64> = h.iter().copied().filter(|&t| t < q).collect();
-        let expect = (1.0 + earlier.len() as f64).ln();
-        assert!((pop[i].unwrap() - expect).abs() < 1e-9, "row {i}");
-        match earlier.iter().min() {
-            Some(&first) => {
-                assert!((age[i].unwrap() - (q - first) as f64 / 86_400_000.0).abs() < 1e-6)
-            }
-            None => assert!(age[i].is_none(), "row {i}: age without an earlier review"),
-        }
-        if h.contains(&q) {
-            own_review_excluded += 1;
-        }
-    }
-    assert!(
-        own_review_excluded > 0,
-        "the check never met a query's own review"
+    let df = features::build(&ctx, Split::Test, &ctx.layout.candidates(Split::Test, None)).unwrap();
+    let events = all_events(&ctx);
+    let index = recsys::index::ItemIndex::open(&ctx).unwrap();
+    let catalog = recsys::retrieve::Catalog::open(&index, true).unwrap();
+    let (items, users) = (col_str(&df, "parent_asin"), col_str(&df, "user_id"));
+    let ts = col_i64(&df, "timestamp");
+    let f = |name: &str| col_f64(&df, name);
+    let (n, n30, n90, n365) = (
+        f("item_reviews"),
+        f("item_reviews_30d"),
+        f("item_reviews_90d"),
+        f("item_reviews_365d"),
     );
-
-    // scramble every valid and test review and keyword row: no train feature may move
-    for split in [Split::Valid, Split::Test] {
-        for path in [ctx.layout.reviews(split), ctx.layout.keywords(split)] {
-            if !path.is_file() {
-                continue;
+    let (mean, age, since) = (
+        f("item_rating_mean"),
+        f("item_age_days"),
+        f("days_since_last_review"),
+    );
+    let (un, uin, sim) = (
+        f("user_reviews"),
+        f("user_reviewed_item"),
+        f("user_similarity"),
+    );
+    let day = 86_400_000i64;
+    let close = |a: Option<f64>, b: Option<f64>, what: &str, row: usize| match (a, b) {
+        (Some(a), Some(b)) => assert!((a - b).abs() < 1e-4, "{what} row {row}: {a} vs {b}"),
+        (a, b) => assert_eq!(a, b, "{what} row {row}"),
+    };
+    let (mut own, mut returning, mut repeat_item) = (0, 0, 0);
+    for r in 0..df.height() {
+        let t = ts[r];
+        let item_ev: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.item == items[r] && e.ts < t)
+            .collect();
+        let within = |d: i64| item_ev.iter().filter(|e| e.ts >= t - d * day).count() as f64;
+        close(n[r], Some(item_ev.len() as f64), "item_reviews", r);
+        close(n30[r], Some(within(30)), "item_reviews_30d", r);
+        close(n90[r], Some(within(90)), "item_reviews_90d", r);
+        close(n365[r], Some(within(365)), "item_reviews_365d", r);
+        let k = item_ev.len() as f64;
+        let sum: f64 = item_ev.iter().map(|e| e.rating).sum();
+        close(mean[r], (k > 0.0).then(|| sum / k), "item_rating_mean", r);
+        let first = item_ev.iter().map(|e| e.ts).min();
+        let last = item_ev.iter().map(|e| e.ts).max();
+        let days = |x: Option<i64>| x.map(|x| (t - x) as f64 / day as f64);
+        close(age[r], days(first), "item_age_days", r);
+        close(since[r], days(last), "days_since_last_review", r);
+        let user_ev: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.user == users[r] && e.ts < t)
+            .collect();
+        close(un[r], Some(user_ev.len() as f64), "user_reviews", r);
+        let ui = user_ev.iter().filter(|e| e.item == items[r]).count();
+        close(uin[r], Some(ui as f64), "user_reviewed_item", r);
+        // the profile: unit mean of the earlier items' vectors
+        let mut p = vec![0f64; catalog.vectors.dim];
+        let mut any = false;
+        for e in &user_ev {
+            if let Some(i) = catalog.position(&e.item) {
+                any = true;
+                for (a, b) in p.iter_mut().zip(catalog.vectors.row(i as usize)) {
+                    *a += *b as f64;
+                }
             }
-            let df = recsys::io::read_parquet(&path).unwrap();
-            let n = df.height();
-            let mut df = df.slice(0, n / 2);
-            recsys::io::write_parquet(&mut df, &path).unwrap();
         }
+        let norm = p.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let want = match (any && norm > 0.0, catalog.position(&items[r])) {
+            (true, Some(i)) => Some(
+                p.iter()
+                    .zip(catalog.vectors.row(i as usize))
+                    .map(|(a, b)| a / norm * *b as f64)
+                    .sum::<f64>(),
+            ),
+            _ => None,
+        };
+        close(sim[r], want, "user_similarity", r);
+        own += events
+            .iter()
+            .any(|e| e.item == items[r] && e.user == users[r] && e.ts == t) as usize;
+        returning += (!user_ev.is_empty()) as usize;
+        repeat_item += (ui > 0) as usize;
     }
-    let after = features::build(&ctx, Split::Train, &cands).unwrap();
-    for f in features::names() {
-        let (b, a) = (col_f64(&before, f), col_f64(&after, f));
-        assert_eq!(b.len(), a.len());
-        let moved = b.iter().zip(&a).position(|(x, y)| x != y);
-        assert!(moved.is_none(), "feature {f} moved at row {moved:?}");
+    assert!(own > 0, "the check never met a query's own review");
+    assert!(
+        returning > 0 && repeat_item > 0,
+        "no returning user: the check is empty"
+    );
+}
+
+/// Reviews planted after every query, and at exactly one query's time, move no feature; the
+/// text of every other valid and test review moves no feature of that query.
+#[test]
+fn future_events_and_other_reviews_texts_move_nothing() {
+    let (_dir, ctx) = root_with_candidates();
+    let cands = ctx.layout.candidates(Split::Test, None);
+    let before = features::build(&ctx, Split::Test, &cands).unwrap();
+    let ids: Vec<u64> = before
+        .column("review_id")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
+    let q0 = ids[0];
+    let same = |after: &DataFrame, rows: &dyn Fn(usize) -> bool, what: &str| {
+        assert_eq!(before.height(), after.height());
+        for name in features::names() {
+            let (b, a) = (col_f64(&before, name), col_f64(after, name));
+            let moved = (0..b.len()).find(|&i| rows(i) && b[i] != a[i]);
+            assert!(moved.is_none(), "{what}: {name} moved at row {moved:?}");
+        }
+    };
+
+    // plant: a copy of every test review one day after the last query, for the same item and
+    // user; and, at q0's exact time, q0's user reviewing each of q0's candidates
+    let path = ctx.layout.reviews(Split::Valid);
+    let valid = recsys::io::read_parquet(&path).unwrap();
+    let test = recsys::io::read_parquet(&ctx.layout.reviews(Split::Test)).unwrap();
+    let t_max = col_i64(&test, "timestamp").into_iter().max().unwrap();
+    let mut later = test.clone();
+    let n = later.height();
+    later
+        .with_column(Column::new("timestamp".into(), vec![t_max + 86_400_000; n]))
+        .unwrap();
+    let row0 = test
+        .clone()
+        .lazy()
+        .filter(col("review_id").eq(lit(q0)))
+        .collect()
+        .unwrap();
+    let cands0: Vec<String> = col_str(&before, "parent_asin")
+        .into_iter()
+        .zip(&ids)
+        .filter(|(_, id)| **id == q0)
+        .map(|(a, _)| a)
+        .collect();
+    let mut planted = valid.clone();
+    for (k, asin) in cands0.iter().enumerate() {
+        let mut r = row0.clone();
+        r.with_column(Column::new("parent_asin".into(), [asin.as_str()]))
+            .unwrap();
+        r.with_column(Column::new("review_id".into(), [10_000_000u64 + k as u64]))
+            .unwrap();
+        planted.vstack_mut(&r).unwrap();
     }
+    // at q0's time: q0's rows do not move (later queries may legitimately see them)
+    recsys::io::write_parquet(&mut planted.clone(), &path).unwrap();
+    let after = features::build(&ctx, Split::Test, &cands).unwrap();
+    same(&after, &|i| ids[i] == q0, "reviews at the query's own time");
+    let seen_later = (0..ids.len()).any(|i| {
+        ids[i] != q0 && col_f64(&before, "item_reviews")[i] != col_f64(&after, "item_reviews")[i]
+    });
+    assert!(
+        seen_later,
+        "no later query saw the planted reviews: the check cannot fail"
+    );
+    // after the last query: nothing moves
+    let later_ids: Vec<u64> = (0..n as u64).map(|i| 20_000_000 + i).collect();
+    later
+        .with_column(Column::new("review_id".into(), later_ids))
+        .unwrap();
+    let mut planted = valid.clone();
+    planted.vstack_mut(&later).unwrap();
+    recsys::io::write_parquet(&mut planted, &path).unwrap();
+    let after = features::build(&ctx, Split::Test, &cands).unwrap();
+    same(&after, &|_| true, "reviews after every query");
+    recsys::io::write_parquet(&mut valid.clone(), &path).unwrap();
+
+    // every other valid / test review's text replaced: q0's rows do not move
+    for split in [Split::Valid, Split::Test] {
+        let p = ctx.layout.reviews(split);
+        let mut df = recsys::io::read_parquet(&p).unwrap();
+        let keep: Vec<bool> = df
+            .column("review_id")
+            .unwrap()
+            .u64()
+            .unwrap()
+            .iter()
+            .map(|id| id == Some(q0))
+            .collect();
+        for c in ["title", "text"] {
+            let old = col_str(&df, c);
+            let new: Vec<String> = old
+                .iter()
+                .zip(&keep)
+                .map(|(o, &k)| if k { o.clone() } else { "zebra quartz".into() })
+                .collect();
+            df.with_column(Column::new(c.into(), new)).unwrap();
+        }
+        recsys::io::write_parquet(&mut df, &p).unwrap();
+    }
+    let after = features::build(&ctx, Split::Test, &cands).unwrap();
+    same(&after, &|i| ids[i] == q0, "other reviews' texts");
+    // (and the texts do reach their own queries: the check can fail)
+    let moved = features::names().iter().any(|name| {
+        col_f64(&before, name)
+            .iter()
+            .zip(col_f64(&after, name))
+            .any(|(b, a)| *b != a)
+    });
+    assert!(moved, "no feature read the query texts at all");
 }
 
 /// The text features rebuild each query with the settings its candidates were retrieved with:
@@ -257,13 +490,12 @@ fn features_use_the_candidates_query_settings() {
     .unwrap();
     let df = features::build(&ctx, Split::Test, &s.out).unwrap();
 
-    // the distinct tokens of each test review's first 3 keywords, counted here independently
-    let kw = recsys::io::read_parquet(&ctx.layout.keywords(Split::Test)).unwrap();
-    let ids = kw.column("review_id").unwrap().u64().unwrap().clone();
-    let lists = kw.column("keywords").unwrap().list().unwrap().clone();
-    let mut want: HashMap<u64, (usize, usize)> = HashMap::new();
-    for (i, id) in ids.iter().enumerate() {
-        let words: Vec<String> = lists
+    // keyword_overlap recomputed here from each test review's first 3 (and first 20) keywords
+    let words_of = |df: &DataFrame, i: usize| -> Vec<String> {
+        df.column("keywords")
+            .unwrap()
+            .list()
+            .unwrap()
             .get_as_series(i)
             .map(|s| {
                 s.str()
@@ -272,32 +504,57 @@ fn features_use_the_candidates_query_settings() {
                     .map(|w| w.unwrap_or("").to_string())
                     .collect()
             })
-            .unwrap_or_default();
-        let distinct = |n: usize| {
-            words
-                .iter()
-                .take(n)
-                .flat_map(|w| {
-                    w.split(|c: char| !c.is_alphanumeric())
-                        .filter(|t| !t.is_empty())
-                        .map(str::to_lowercase)
-                        .collect::<Vec<_>>()
-                })
-                .collect::<std::collections::HashSet<_>>()
-                .len()
-        };
-        want.insert(id.unwrap(), (distinct(max_keywords), distinct(20)));
+            .unwrap_or_default()
+    };
+    let token_set = |words: &[String]| -> HashSet<String> {
+        words
+            .iter()
+            .flat_map(|w| {
+                w.split(|c: char| !c.is_alphanumeric())
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_lowercase)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let kw = recsys::io::read_parquet(&ctx.layout.keywords(Split::Test)).unwrap();
+    let mut queries: HashMap<u64, (HashSet<String>, HashSet<String>)> = HashMap::new();
+    for (i, id) in col_i64(&kw, "review_id").into_iter().enumerate() {
+        let words = words_of(&kw, i);
+        let n = words.len();
+        queries.insert(
+            id as u64,
+            (
+                token_set(&words[..max_keywords.min(n)]),
+                token_set(&words[..20.min(n)]),
+            ),
+        );
     }
-    let got_ids = df.column("review_id").unwrap().u64().unwrap().clone();
-    let got = col_f64(&df, "query_tokens");
+    let items = recsys::io::read_parquet(&ctx.layout.items()).unwrap();
+    let item_tokens: HashMap<String, HashSet<String>> = col_str(&items, "parent_asin")
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| (a, token_set(&words_of(&items, i))))
+        .collect();
+    let share = |q: &HashSet<String>, it: &HashSet<String>| {
+        if q.is_empty() {
+            0.0
+        } else {
+            q.iter().filter(|t| it.contains(*t)).count() as f64 / q.len() as f64
+        }
+    };
+    let got = col_f64(&df, "keyword_overlap");
+    let (ids, asins) = (col_i64(&df, "review_id"), col_str(&df, "parent_asin"));
     let mut differs = 0;
-    for (id, q) in got_ids.iter().zip(got) {
-        let (three, twenty) = want[&id.unwrap()];
-        assert_eq!(q.unwrap() as usize, three, "review {id:?}");
-        differs += usize::from(three != twenty);
+    for r in 0..df.height() {
+        let (three, twenty) = &queries[&(ids[r] as u64)];
+        let it = &item_tokens[&asins[r]];
+        let want = share(three, it);
+        assert!((got[r].unwrap() - want).abs() < 1e-12, "row {r}");
+        differs += usize::from((share(twenty, it) - want).abs() > 1e-12);
     }
     assert!(
         differs > 0,
-        "no query has more than 3 keywords: the check cannot tell the settings apart"
+        "no row's overlap differs between 3 and 20 keywords: the check cannot tell the settings apart"
     );
 }

@@ -1,18 +1,26 @@
 //! Re-ranker features: one column per feature over the candidates of a split, joined with the
-//! queries, the items and the TRAIN reviews. Each feature is one [`Feature`] in [`FEATURES`]:
-//! its name, its definition (the table of [`doc_table`], also in the README) and how it is
-//! computed — a Polars expression over the joined frame and the features before it, or a
-//! per-row function (text matching, as-of-time counts) run in Rust on all cores. The list's
-//! order is the model's input order; a saved ranker records it and loading checks it.
+//! queries, the items, the review events and the item vectors of the index. Each feature is one
+//! [`Feature`] in [`FEATURES`]: its name, its definition (the table of [`doc_table`], also in the
+//! README) and how it is computed — a Polars expression over the joined frame and the features
+//! before it, or a per-row function (text matching, vector similarity) run in Rust on all
+//! cores. The list's order is the model's input order; a saved ranker records it and loading
+//! checks it.
 //!
-//! Tokens: lower-cased runs of letters and digits. Time-dependent features only count TRAIN
-//! reviews before the query, so a train query never sees its own or later reviews, and no
-//! valid/test review reaches any feature. The catalog fields (average_rating, rating_number,
-//! price) are the metadata as crawled, the same for every query. The queries are rebuilt with
-//! the settings recorded with the candidates file (query type, keywords per query).
+//! **What a query may know.** A query is a review written at time t. Its features use:
+//! - the item texts of `items.parquet` (built from TRAIN reviews and the metadata only);
+//! - review *events* — (item, user, store, time, rating) of every split, never their text —
+//!   strictly before t ([`as_of`]: the query's own review, at t, is never counted, nor is
+//!   anything later);
+//! - the query's own text, rebuilt with the settings recorded with the candidates file.
+//!
+//! Not the catalog's `average_rating` / `rating_number`: crawled after every review, they
+//! count ratings given after the query (its own included); `item_rating_mean` and
+//! `item_reviews` are their as-of-time versions.
+//!
+//! Tokens: lower-cased runs of letters and digits.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use polars::prelude::*;
@@ -20,14 +28,15 @@ use rayon::prelude::*;
 
 use crate::cols;
 use crate::context::Ctx;
+use crate::index::ItemIndex;
 use crate::io;
 use crate::layout::Split;
-use crate::retrieve::CandidatesRecord;
 use crate::retrieve::hybrid::RRF_K;
+use crate::retrieve::{CandidatesRecord, Catalog};
 
 const BM25_K1: f64 = 1.2;
 const BM25_B: f64 = 0.75;
-const DAY_MS: f64 = 86_400_000.0;
+const DAY_MS: i64 = 86_400_000;
 
 /// One model input.
 pub struct Feature {
@@ -39,8 +48,8 @@ pub struct Feature {
 
 /// How a feature's column is computed.
 pub enum How {
-    /// A Polars expression over the joined frame (candidates ⋈ queries ⋈ items) and the
-    /// features listed before it.
+    /// A Polars expression over the joined frame (candidates ⋈ queries ⋈ items ⋈ the as-of
+    /// event aggregates of [`AS_OF`]) and the features listed before it.
     Expr(fn() -> PolarsResult<Expr>),
     /// A function of one (query, candidate) row, run in Rust; computed before every `Expr`.
     Row(RowFn),
@@ -55,11 +64,115 @@ pub struct RowInput<'a> {
     pub query: &'a BTreeSet<String>,
     /// The candidate's text statistics (`None`: not in items.parquet).
     pub item: Option<&'a ItemText>,
-    /// The candidate's TRAIN review timestamps, sorted (`None`: it has no TRAIN review).
-    pub history: Option<&'a [i64]>,
-    /// The query review's timestamp (ms).
-    pub ts: Option<i64>,
+    /// The candidate's unit vector in the index (`None`: not in the index).
+    pub vector: Option<&'a [f32]>,
+    /// Unit mean vector of the items the query's user reviewed before the query (`None`: no
+    /// earlier review, or none of those items is in the index).
+    pub profile: Option<&'a [f32]>,
     pub corpus: &'a Corpus,
+}
+
+/// Event aggregates at a query's time: for the events sharing `keys` with the row, strictly
+/// before `timestamp − window_days`, columns `{prefix}_n` (count), `{prefix}_rating_sum`,
+/// `{prefix}_first` and `{prefix}_last` (timestamps, null when the count is 0).
+pub struct AsOf {
+    pub prefix: &'static str,
+    pub keys: &'static [&'static str],
+    pub window_days: i64,
+}
+
+/// Every-row key of the catalogue-wide aggregate.
+const ALL: &str = "_all";
+
+/// The as-of aggregates the features read.
+pub const AS_OF: &[AsOf] = &[
+    AsOf {
+        prefix: "_item",
+        keys: &[cols::PARENT_ASIN],
+        window_days: 0,
+    },
+    AsOf {
+        prefix: "_item30",
+        keys: &[cols::PARENT_ASIN],
+        window_days: 30,
+    },
+    AsOf {
+        prefix: "_item90",
+        keys: &[cols::PARENT_ASIN],
+        window_days: 90,
+    },
+    AsOf {
+        prefix: "_item365",
+        keys: &[cols::PARENT_ASIN],
+        window_days: 365,
+    },
+    AsOf {
+        prefix: "_all",
+        keys: &[ALL],
+        window_days: 0,
+    },
+    AsOf {
+        prefix: "_all90",
+        keys: &[ALL],
+        window_days: 90,
+    },
+    AsOf {
+        prefix: "_user",
+        keys: &[cols::USER_ID],
+        window_days: 0,
+    },
+    AsOf {
+        prefix: "_user_item",
+        keys: &[cols::USER_ID, cols::PARENT_ASIN],
+        window_days: 0,
+    },
+    AsOf {
+        prefix: "_user_store",
+        keys: &[cols::USER_ID, cols::STORE],
+        window_days: 0,
+    },
+];
+
+fn n(prefix: &str) -> Expr {
+    col(format!("{prefix}_n"))
+        .cast(DataType::Float64)
+        .fill_null(lit(0.0))
+}
+
+/// Reviews of the item in the `days` before the query.
+fn item_window(days: &str) -> Expr {
+    n("_item") - n(&format!("_item{days}"))
+}
+
+/// Rank of `feature` among the query's candidates (1 = highest, ties share the best rank).
+fn rank_in_query(feature: &str) -> PolarsResult<Expr> {
+    Ok(col(feature)
+        .rank(
+            RankOptions {
+                method: RankMethod::Min,
+                descending: true,
+            },
+            None,
+        )
+        .over([col(cols::REVIEW_ID)])?
+        .cast(DataType::Float64))
+}
+
+/// `feature` minus its best value among the query's candidates (0 for the best, < 0 below).
+fn gap_in_query(feature: &str) -> PolarsResult<Expr> {
+    Ok(col(feature) - col(feature).max().over([col(cols::REVIEW_ID)])?)
+}
+
+/// `a / b`, null when `b` is 0.
+fn ratio(a: Expr, b: Expr) -> Expr {
+    when(b.clone().gt(lit(0.0)))
+        .then(a.cast(DataType::Float64) / b)
+        .otherwise(lit(NULL).cast(DataType::Float64))
+}
+
+/// Days from `ts_col` to the query (null when `ts_col` is null).
+fn days_since(ts_col: &str) -> Expr {
+    (col(cols::TIMESTAMP) - col(ts_col)).cast(DataType::Float64) / lit(DAY_MS as f64)
 }
 
 /// The model's inputs, in order.
@@ -75,6 +188,16 @@ pub const FEATURES: &[Feature] = &[
         how: How::Expr(|| Ok(col(cols::RANK).cast(DataType::Float64))),
     },
     Feature {
+        name: "dense_gap",
+        doc: "`dense_score` minus the best `dense_score` of the query's candidates",
+        how: How::Expr(|| gap_in_query("dense_score")),
+    },
+    Feature {
+        name: "base_dense_score",
+        doc: "when the candidates are a fine-tuned dense run: the candidate's score in the split's base dense run (`candidates_{split}.parquet`; missing when not in its top-K or no such run)",
+        how: How::Expr(|| Ok(col(BASE_SCORE))),
+    },
+    Feature {
         name: "bm25_score",
         doc: "BM25 (k1 1.2, b 0.75) of the query against the item's `embedding_text`; IDF over all items",
         how: How::Row(|r| r.item.map(|it| r.corpus.bm25(r.query, it))),
@@ -82,18 +205,12 @@ pub const FEATURES: &[Feature] = &[
     Feature {
         name: "bm25_rank",
         doc: "rank of `bm25_score` among the query's candidates (1 = best, ties share the best rank)",
-        how: How::Expr(|| {
-            Ok(col("bm25_score")
-                .rank(
-                    RankOptions {
-                        method: RankMethod::Min,
-                        descending: true,
-                    },
-                    None,
-                )
-                .over([col(cols::REVIEW_ID)])?
-                .cast(DataType::Float64))
-        }),
+        how: How::Expr(|| rank_in_query("bm25_score")),
+    },
+    Feature {
+        name: "bm25_gap",
+        doc: "`bm25_score` minus the best `bm25_score` of the query's candidates",
+        how: How::Expr(|| gap_in_query("bm25_score")),
     },
     Feature {
         name: "rrf_score",
@@ -104,38 +221,76 @@ pub const FEATURES: &[Feature] = &[
         }),
     },
     Feature {
-        name: "log_popularity",
-        doc: "ln(1 + number of the item's TRAIN reviews strictly before the query's timestamp)",
-        how: How::Row(|r| match (r.history, r.ts) {
-            (Some(h), Some(ts)) => Some((1.0 + h.partition_point(|&t| t < ts) as f64).ln()),
-            (None, Some(_)) => Some(0.0),
+        name: "user_similarity",
+        doc: "inner product of the candidate's index vector and the unit mean vector of the items the query's user reviewed before the query (missing when none)",
+        how: How::Row(|r| match (r.vector, r.profile) {
+            (Some(v), Some(p)) => Some(v.iter().zip(p).map(|(a, b)| (a * b) as f64).sum()),
             _ => None,
         }),
+    },
+    Feature {
+        name: "item_reviews",
+        doc: "reviews of the item (events of every split) strictly before the query's time",
+        how: How::Expr(|| Ok(n("_item"))),
+    },
+    Feature {
+        name: "item_reviews_30d",
+        doc: "the same in the 30 days before the query",
+        how: How::Expr(|| Ok(item_window("30"))),
+    },
+    Feature {
+        name: "item_reviews_90d",
+        doc: "the same in the 90 days before the query",
+        how: How::Expr(|| Ok(item_window("90"))),
+    },
+    Feature {
+        name: "item_reviews_365d",
+        doc: "the same in the 365 days before the query",
+        how: How::Expr(|| Ok(item_window("365"))),
+    },
+    Feature {
+        name: "item_share_90d",
+        doc: "`item_reviews_90d` over the reviews of all items in those 90 days (missing when none)",
+        how: How::Expr(|| Ok(ratio(col("item_reviews_90d"), n("_all") - n("_all90")))),
+    },
+    Feature {
+        name: "item_rank_90d",
+        doc: "rank of `item_reviews_90d` among the query's candidates (1 = most reviewed)",
+        how: How::Expr(|| rank_in_query("item_reviews_90d")),
+    },
+    Feature {
+        name: "item_rating_mean",
+        doc: "mean rating of the item's reviews before the query (missing when none)",
+        how: How::Expr(|| Ok(ratio(col("_item_rating_sum"), n("_item")))),
     },
     Feature {
         name: "item_age_days",
-        doc: "days from the item's first TRAIN review to the query; missing when none came before",
-        how: How::Row(|r| match (r.history, r.ts) {
-            (Some(h), Some(ts)) if h.partition_point(|&t| t < ts) > 0 => {
-                Some((ts - h[0]) as f64 / DAY_MS)
-            }
-            _ => None,
+        doc: "days from the item's first review to the query (missing when none came before)",
+        how: How::Expr(|| Ok(days_since("_item_first"))),
+    },
+    Feature {
+        name: "days_since_last_review",
+        doc: "days from the item's latest review before the query to the query (missing when none)",
+        how: How::Expr(|| Ok(days_since("_item_last"))),
+    },
+    Feature {
+        name: "user_reviews",
+        doc: "reviews the query's user wrote before the query",
+        how: How::Expr(|| Ok(n("_user"))),
+    },
+    Feature {
+        name: "user_reviewed_item",
+        doc: "reviews of this item by the query's user before the query",
+        how: How::Expr(|| Ok(n("_user_item"))),
+    },
+    Feature {
+        name: "user_reviewed_store",
+        doc: "reviews by the query's user of items of the candidate's store before the query (missing when the item has no store)",
+        how: How::Expr(|| {
+            Ok(when(col(cols::STORE).is_null())
+                .then(lit(NULL).cast(DataType::Float64))
+                .otherwise(n("_user_store")))
         }),
-    },
-    Feature {
-        name: "average_rating",
-        doc: "catalog metadata (missing when absent)",
-        how: How::Expr(|| Ok(col(cols::AVERAGE_RATING))),
-    },
-    Feature {
-        name: "log_rating_number",
-        doc: "ln(1 + rating_number), catalog metadata",
-        how: How::Expr(|| Ok((lit(1.0) + col(cols::RATING_NUMBER)).log(lit(std::f64::consts::E)))),
-    },
-    Feature {
-        name: "price",
-        doc: "catalog metadata; missing when absent",
-        how: How::Expr(|| Ok(col(cols::PRICE))),
     },
     Feature {
         name: "keyword_overlap",
@@ -146,11 +301,6 @@ pub const FEATURES: &[Feature] = &[
         name: "title_overlap",
         doc: "share of the query's distinct tokens found in the item's title",
         how: How::Row(|r| r.item.map(|it| share(r.query, &it.title))),
-    },
-    Feature {
-        name: "query_tokens",
-        doc: "distinct tokens in the query",
-        how: How::Row(|r| Some(r.query.len() as f64)),
     },
     Feature {
         name: "text_chars",
@@ -242,63 +392,263 @@ impl Corpus {
 
 /// The candidates of `split` (the stage-1 file `candidates`) with every feature column and the
 /// label, sorted by `review_id`, then stage-1 `rank`. The queries are rebuilt with the
-/// settings recorded beside the candidates. Rows of queries without candidates (null rank)
-/// are dropped.
+/// settings recorded beside the candidates; item vectors come from the index (its model
+/// should be the candidates' model). Rows of queries without candidates (null rank) are
+/// dropped.
 pub fn build(ctx: &Ctx, split: Split, candidates: &Path) -> Result<DataFrame> {
     let l = &ctx.layout;
     let record = CandidatesRecord::read(candidates)?;
     let queries = record.query.queries(l, split)?.select([
         col(cols::REVIEW_ID),
+        col(cols::USER_ID),
         col(cols::TIMESTAMP),
         col(cols::QUERY),
     ]);
     let items = io::scan_parquet(&l.items())?.select([
         col(cols::PARENT_ASIN),
-        col(cols::AVERAGE_RATING).cast(DataType::Float64),
-        col(cols::RATING_NUMBER).cast(DataType::Float64),
-        col(cols::PRICE).cast(DataType::Float64),
+        no_empty(cols::STORE),
         col(cols::EMBEDDING_TEXT),
     ]);
-    let on = |c: &str| [col(c)];
-    let df = io::scan_parquet(candidates)?
+    let on = |c: &[&str]| c.iter().map(|c| col(*c)).collect::<Vec<_>>();
+    let mut lf = io::scan_parquet(candidates)?
         .filter(col(cols::RANK).is_not_null())
         .join(
             queries,
-            on(cols::REVIEW_ID),
-            on(cols::REVIEW_ID),
+            on(&[cols::REVIEW_ID]),
+            on(&[cols::REVIEW_ID]),
             JoinArgs::new(JoinType::Left),
         )
         .join(
             items,
-            on(cols::PARENT_ASIN),
-            on(cols::PARENT_ASIN),
+            on(&[cols::PARENT_ASIN]),
+            on(&[cols::PARENT_ASIN]),
             JoinArgs::new(JoinType::Left),
         )
+        .with_column(lit("").alias(ALL));
+    lf = match base_run(ctx, split, candidates)? {
+        Some((path, _)) => lf.join(
+            io::scan_parquet(&path)?.select([
+                col(cols::REVIEW_ID),
+                col(cols::PARENT_ASIN),
+                col(cols::SCORE).cast(DataType::Float64).alias(BASE_SCORE),
+            ]),
+            on(&[cols::REVIEW_ID, cols::PARENT_ASIN]),
+            on(&[cols::REVIEW_ID, cols::PARENT_ASIN]),
+            JoinArgs::new(JoinType::Left),
+        ),
+        None => lf.with_columns([lit(NULL).cast(DataType::Float64).alias(BASE_SCORE)]),
+    };
+    // collected step by step: one plan of every join would be deep enough to overflow the
+    // stack of a debug build's test thread
+    let joined = Context::with_context(lf.collect(), || {
+        format!(
+            "joining {} with the queries and items",
+            candidates.display()
+        )
+    })?;
+    let events = events(ctx)?.collect()?.lazy();
+    let mut lf = joined.clone().lazy();
+    for a in AS_OF {
+        let mut keys = a.keys.to_vec();
+        let probes = joined.clone().lazy();
+        let agg = as_of(&events, &probes, &keys, a.window_days * DAY_MS, a.prefix).collect();
+        let agg = Context::with_context(agg, || format!("counting review events per {keys:?}"))?;
+        keys.push(cols::TIMESTAMP);
+        lf = lf.join(
+            agg.lazy(),
+            on(&keys),
+            on(&keys),
+            JoinArgs::new(JoinType::Left),
+        );
+    }
+    let mut df = lf
         .sort(
             [cols::REVIEW_ID, cols::RANK],
             SortMultipleOptions::default(),
         )
-        .collect();
-    let mut df = Context::with_context(df, || format!("joining {}", candidates.display()))?;
-    for c in row_features(ctx, &df)? {
+        .collect()?;
+    for c in row_features(ctx, &df, &events)? {
         df.with_column(c)?;
     }
-    let mut lf = df.lazy();
+    // one feature at a time, in order (later ones read earlier ones); each a shallow plan over
+    // the frame in memory
     for f in FEATURES {
         if let How::Expr(e) = f.how {
-            lf = lf.with_columns([e()?.alias(f.name)]);
+            let next = df.lazy().with_column(e()?.alias(f.name)).collect();
+            df = Context::with_context(next, || format!("computing the feature {}", f.name))?;
         }
     }
-    let lf = lf.with_columns([col(cols::PARENT_ASIN)
-        .eq(col(cols::TARGET_PARENT_ASIN))
-        .cast(DataType::Float32)
-        .alias(cols::LABEL)]);
-    let df = Context::with_context(lf.collect(), || "computing the features".to_string())?;
-    Ok(df.drop(cols::EMBEDDING_TEXT)?)
+    let df = df
+        .lazy()
+        .with_column(
+            col(cols::PARENT_ASIN)
+                .eq(col(cols::TARGET_PARENT_ASIN))
+                .cast(DataType::Float32)
+                .alias(cols::LABEL),
+        )
+        .collect()?;
+    // the helper columns (as-of aggregates, the item text) are not outputs
+    let helpers: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .filter(|c| c.starts_with('_') || c.as_str() == cols::EMBEDDING_TEXT)
+        .map(|c| c.to_string())
+        .collect();
+    Ok(df.drop_many(helpers))
+}
+
+const BASE_SCORE: &str = "_base_score";
+
+/// The split's base dense run (`candidates_{split}.parquet`, no name) when `candidates` is
+/// another dense run with another model — typically base vs fine-tuned: its path and model.
+pub fn base_run(ctx: &Ctx, split: Split, candidates: &Path) -> Result<Option<(PathBuf, String)>> {
+    let path = ctx.layout.candidates(split, None);
+    if path == candidates || !path.is_file() {
+        return Ok(None);
+    }
+    let ours = CandidatesRecord::read(candidates)?;
+    Ok(CandidatesRecord::read_optional(&path)?
+        .filter(|r| r.retriever == "dense" && ours.retriever == "dense" && r.model != ours.model)
+        .map(|r| (path, r.model)))
+}
+
+/// `c` with empty strings as null.
+fn no_empty(c: &str) -> Expr {
+    when(col(c).eq(lit("")))
+        .then(lit(NULL).cast(DataType::String))
+        .otherwise(col(c))
+        .alias(c)
+}
+
+/// Review events of every split — item, user, the item's store, time, rating — and never any
+/// review text: what the as-of features count.
+pub fn events(ctx: &Ctx) -> Result<LazyFrame> {
+    let l = &ctx.layout;
+    let mut parts = Vec::new();
+    for split in Split::ALL {
+        parts.push(io::scan_parquet(&l.reviews(split))?.select([
+            col(cols::PARENT_ASIN),
+            col(cols::USER_ID),
+            col(cols::TIMESTAMP),
+            col(cols::RATING).cast(DataType::Float64),
+        ]));
+    }
+    let stores =
+        io::scan_parquet(&l.items())?.select([col(cols::PARENT_ASIN), no_empty(cols::STORE)]);
+    Ok(concat(parts, UnionArgs::default())?
+        .join(
+            stores,
+            [col(cols::PARENT_ASIN)],
+            [col(cols::PARENT_ASIN)],
+            JoinArgs::new(JoinType::Left),
+        )
+        .with_column(lit("").alias(ALL)))
+}
+
+/// For every distinct (keys, timestamp) of `probes`: the `events` with the same keys strictly
+/// before `timestamp − window_ms` — count `{prefix}_n`, rating sum `{prefix}_rating_sum`,
+/// first and last time `{prefix}_first` / `{prefix}_last` (null when none). One sort of probes
+/// and events together and running sums per key; a probe sorts before an event of the same
+/// time, so an event at exactly the probe's time (the query's own review) is never counted.
+/// Rows with a null key get no match.
+pub fn as_of(
+    events: &LazyFrame,
+    probes: &LazyFrame,
+    keys: &[&str],
+    window_ms: i64,
+    prefix: &str,
+) -> LazyFrame {
+    const AT: &str = "_at";
+    const KIND: &str = "_kind";
+    const T: &str = "_t";
+    let key_cols = || keys.iter().map(|k| col(*k)).collect::<Vec<_>>();
+    let not_null = keys
+        .iter()
+        .map(|k| col(*k).is_not_null())
+        .reduce(|a, b| a.and(b))
+        .unwrap_or(lit(true));
+    let with = |mut v: Vec<Expr>, more: Vec<Expr>| {
+        v.extend(more);
+        v
+    };
+    let probe = probes
+        .clone()
+        .filter(not_null.clone())
+        .select(with(key_cols(), vec![col(cols::TIMESTAMP)]))
+        .unique(None, UniqueKeepStrategy::Any)
+        .select(with(
+            key_cols(),
+            vec![
+                (col(cols::TIMESTAMP) - lit(window_ms)).alias(AT),
+                lit(0i32).alias(KIND),
+                col(cols::TIMESTAMP).alias(T),
+                lit(NULL).cast(DataType::Float64).alias(cols::RATING),
+            ],
+        ));
+    let ev = events.clone().filter(not_null).select(with(
+        key_cols(),
+        vec![
+            col(cols::TIMESTAMP).alias(AT),
+            lit(1i32).alias(KIND),
+            lit(NULL).cast(DataType::Int64).alias(T),
+            col(cols::RATING).cast(DataType::Float64),
+        ],
+    ));
+    let mut by: Vec<&str> = keys.to_vec();
+    by.extend([AT, KIND]);
+    let name = |s: &str| format!("{prefix}_{s}");
+    let is_event = || col(KIND).eq(lit(1i32));
+    let running = |e: Expr, alias: String| {
+        e.over(key_cols())
+            .expect("a window over key columns")
+            .alias(alias)
+    };
+    let any = || col(name("n")).gt(lit(0));
+    concat([probe, ev], UnionArgs::default())
+        .expect("probes and events share a schema")
+        .sort(by, SortMultipleOptions::default())
+        .with_columns([
+            running(col(KIND).cum_sum(false), name("n")),
+            running(
+                col(cols::RATING).fill_null(lit(0.0)).cum_sum(false),
+                name("rating_sum"),
+            ),
+            running(
+                when(is_event())
+                    .then(col(AT))
+                    .otherwise(lit(i64::MAX))
+                    .cum_min(false),
+                name("first"),
+            ),
+            running(
+                when(is_event())
+                    .then(col(AT))
+                    .otherwise(lit(i64::MIN))
+                    .cum_max(false),
+                name("last"),
+            ),
+        ])
+        .filter(col(KIND).eq(lit(0i32)))
+        .select(with(
+            key_cols(),
+            vec![
+                col(T).alias(cols::TIMESTAMP),
+                col(name("n")),
+                col(name("rating_sum")),
+                when(any())
+                    .then(col(name("first")))
+                    .otherwise(lit(NULL))
+                    .alias(name("first")),
+                when(any())
+                    .then(col(name("last")))
+                    .otherwise(lit(NULL))
+                    .alias(name("last")),
+            ],
+        ))
 }
 
 /// The columns of the [`How::Row`] features.
-fn row_features(ctx: &Ctx, df: &DataFrame) -> Result<Vec<Column>> {
+fn row_features(ctx: &Ctx, df: &DataFrame, events: &LazyFrame) -> Result<Vec<Column>> {
     let l = &ctx.layout;
     // every item (document frequencies need all of them), tokenized once
     let items = io::scan_parquet(&l.items())?
@@ -309,19 +659,11 @@ fn row_features(ctx: &Ctx, df: &DataFrame) -> Result<Vec<Column>> {
             col(cols::EMBEDDING_TEXT),
         ])
         .collect()?;
-    let s = |c: &str| -> Result<Vec<String>> {
-        Ok(items
-            .column(c)?
-            .str()?
-            .iter()
-            .map(|v| v.unwrap_or("").to_string())
-            .collect())
-    };
     let (asins, titles, kws, texts) = (
-        s(cols::PARENT_ASIN)?,
-        s(cols::TITLE)?,
-        s("kw")?,
-        s(cols::EMBEDDING_TEXT)?,
+        strings(&items, cols::PARENT_ASIN)?,
+        strings(&items, cols::TITLE)?,
+        strings(&items, "kw")?,
+        strings(&items, cols::EMBEDDING_TEXT)?,
     );
     let item_text: Vec<ItemText> = (0..asins.len())
         .into_par_iter()
@@ -347,22 +689,10 @@ fn row_features(ctx: &Ctx, df: &DataFrame) -> Result<Vec<Column>> {
         .map(|(i, a)| (a.as_str(), i))
         .collect();
 
-    // TRAIN review timestamps per item, sorted
-    let train = io::scan_parquet(&l.reviews(Split::Train))?
-        .select([col(cols::PARENT_ASIN), col(cols::TIMESTAMP)])
-        .collect()?;
-    let mut history: HashMap<String, Vec<i64>> = HashMap::new();
-    for (a, t) in train
-        .column(cols::PARENT_ASIN)?
-        .str()?
-        .iter()
-        .zip(train.column(cols::TIMESTAMP)?.i64()?.iter())
-    {
-        if let (Some(a), Some(t)) = (a, t) {
-            history.entry(a.to_string()).or_default().push(t);
-        }
-    }
-    history.values_mut().for_each(|v| v.sort_unstable());
+    let index = ItemIndex::open(ctx)
+        .context("the re-ranker's user_similarity reads the item vectors of the index")?;
+    let catalog = Catalog::open(&index, true)?;
+    let profiles = user_profiles(df, events, &catalog)?;
 
     let row_fns: Vec<(&str, RowFn)> = FEATURES
         .iter()
@@ -373,7 +703,7 @@ fn row_features(ctx: &Ctx, df: &DataFrame) -> Result<Vec<Column>> {
         .collect();
     let cand_asins = df.column(cols::PARENT_ASIN)?.str()?;
     let queries = df.column(cols::QUERY)?.str()?;
-    let times = df.column(cols::TIMESTAMP)?.i64()?;
+    let review_ids = df.column(cols::REVIEW_ID)?.u64()?;
     let rows: Vec<Vec<Option<f64>>> = (0..df.height())
         .into_par_iter()
         .map(|r| {
@@ -382,8 +712,13 @@ fn row_features(ctx: &Ctx, df: &DataFrame) -> Result<Vec<Column>> {
             let input = RowInput {
                 query: &q,
                 item: by_asin.get(asin).map(|&i| &item_text[i]),
-                history: history.get(asin).map(Vec::as_slice),
-                ts: times.get(r),
+                vector: catalog
+                    .position(asin)
+                    .map(|i| catalog.vectors.row(i as usize)),
+                profile: review_ids
+                    .get(r)
+                    .and_then(|id| profiles.get(&id))
+                    .map(Vec::as_slice),
                 corpus: &corpus,
             };
             row_fns.iter().map(|(_, g)| g(&input)).collect()
@@ -397,6 +732,68 @@ fn row_features(ctx: &Ctx, df: &DataFrame) -> Result<Vec<Column>> {
             Column::new((*name).into(), v)
         })
         .collect())
+}
+
+fn strings(df: &DataFrame, c: &str) -> Result<Vec<String>> {
+    Ok(df
+        .column(c)?
+        .str()?
+        .iter()
+        .map(|v| v.unwrap_or("").to_string())
+        .collect())
+}
+
+/// Per query (review_id): the unit mean vector of the index vectors of the items its user
+/// reviewed strictly before the query's time (any split's events). Queries without such an
+/// item in the index have none.
+fn user_profiles(
+    df: &DataFrame,
+    events: &LazyFrame,
+    catalog: &Catalog,
+) -> Result<HashMap<u64, Vec<f32>>> {
+    const EVENT_TS: &str = "_event_ts";
+    let earlier = df
+        .select([cols::REVIEW_ID, cols::USER_ID, cols::TIMESTAMP])?
+        .lazy()
+        .filter(col(cols::USER_ID).is_not_null())
+        .unique(None, UniqueKeepStrategy::Any)
+        .join(
+            events.clone().select([
+                col(cols::USER_ID),
+                col(cols::PARENT_ASIN),
+                col(cols::TIMESTAMP).alias(EVENT_TS),
+            ]),
+            [col(cols::USER_ID)],
+            [col(cols::USER_ID)],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .filter(col(EVENT_TS).lt(col(cols::TIMESTAMP)))
+        .select([col(cols::REVIEW_ID), col(cols::PARENT_ASIN), col(EVENT_TS)])
+        // a fixed order of the sums, whatever else the event files hold
+        .sort(
+            [cols::REVIEW_ID, EVENT_TS, cols::PARENT_ASIN],
+            SortMultipleOptions::default(),
+        )
+        .collect()?;
+    let dim = catalog.vectors.dim;
+    let mut sums: HashMap<u64, Vec<f32>> = HashMap::new();
+    let ids = earlier.column(cols::REVIEW_ID)?.u64()?;
+    let asins = earlier.column(cols::PARENT_ASIN)?.str()?;
+    for (id, asin) in ids.iter().zip(asins.iter()) {
+        let (Some(id), Some(pos)) = (id, asin.and_then(|a| catalog.position(a))) else {
+            continue;
+        };
+        let s = sums.entry(id).or_insert_with(|| vec![0.0; dim]);
+        for (a, b) in s.iter_mut().zip(catalog.vectors.row(pos as usize)) {
+            *a += b;
+        }
+    }
+    sums.retain(|_, v| {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= norm);
+        norm > 0.0
+    });
+    Ok(sums)
 }
 
 /// The feature matrix, row-major f32, missing values as NaN (XGBoost's missing).
@@ -448,6 +845,68 @@ mod tests {
             "README.md's feature table differs from FEATURES; paste:\n{}",
             doc_table()
         );
+    }
+
+    /// `as_of` against counts worked out by hand: strictly earlier events only (an event at
+    /// the probe's own time is not counted), windows, first/last times, no key no match.
+    #[test]
+    fn as_of_by_hand() {
+        let events = df!(
+            "parent_asin" => [Some("A"), Some("A"), Some("A"), Some("A"), Some("B"), None],
+            "timestamp" => [10i64, 20, 20, 40, 5, 1],
+            "rating" => [5.0, 3.0, 1.0, 4.0, 2.0, 5.0],
+        )
+        .unwrap()
+        .lazy();
+        let probes = df!(
+            "parent_asin" => [Some("A"), Some("A"), Some("A"), Some("B"), Some("C"), Some("A"), None],
+            "timestamp" => [20i64, 41, 10, 5, 100, 20, 50],
+        )
+        .unwrap()
+        .lazy();
+        let run = |window: i64| {
+            let df = as_of(&events, &probes, &["parent_asin"], window, "_p")
+                .sort(["parent_asin", "timestamp"], SortMultipleOptions::default())
+                .collect()
+                .unwrap();
+            let get = |c: &str| -> Vec<Option<i64>> {
+                df.column(c)
+                    .unwrap()
+                    .cast(&DataType::Int64)
+                    .unwrap()
+                    .i64()
+                    .unwrap()
+                    .iter()
+                    .collect()
+            };
+            let sums: Vec<f64> = df
+                .column("_p_rating_sum")
+                .unwrap()
+                .f64()
+                .unwrap()
+                .iter()
+                .map(|v| v.unwrap())
+                .collect();
+            (
+                get("timestamp"),
+                get("_p_n"),
+                sums,
+                get("_p_first"),
+                get("_p_last"),
+            )
+        };
+        // rows: (A,10) (A,20) (A,41) (B,5) (C,100); the duplicate (A,20) and the null key go
+        let (ts, n, sum, first, last) = run(0);
+        assert_eq!(ts, [Some(10), Some(20), Some(41), Some(5), Some(100)]);
+        assert_eq!(n, [Some(0), Some(1), Some(4), Some(0), Some(0)]);
+        assert_eq!(sum, [0.0, 5.0, 13.0, 0.0, 0.0]);
+        assert_eq!(first, [None, Some(10), Some(10), None, None]);
+        assert_eq!(last, [None, Some(10), Some(40), None, None]);
+        // 15 before: (A,41) sees what came before 26 (10, 20, 20); (A,20) before 5: nothing
+        let (_, n, sum, _, last) = run(15);
+        assert_eq!(n, [Some(0), Some(0), Some(3), Some(0), Some(0)]);
+        assert_eq!(sum, [0.0, 0.0, 9.0, 0.0, 0.0]);
+        assert_eq!(last, [None, None, Some(20), None, None]);
     }
 
     #[test]

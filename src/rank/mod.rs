@@ -1,9 +1,16 @@
 //! Stage 2: the XGBoost re-ranker. `train ranker` learns `rank:ndcg` over the features of
-//! [`features`] on the candidates of the TRAIN split (early stopping on VALID, NDCG@5);
-//! `rerank --split S` scores a split's candidates → `evaluation/reranked_{S}.parquet`.
+//! [`features`] on the candidates of the VALID split — queries whose items were described
+//! before them, exactly like the test queries it serves — with early stopping on NDCG@5 of the
+//! latest part of VALID in time (`--holdout`); `rerank --split S` scores a split's candidates →
+//! `evaluation/reranked_{S}.parquet`. `--ablation` retrains once without each feature.
 //!
-//! Model directory `models/ranker-{YYYYMMDD-HHMMSS}/`: `model.json` (XGBoost's JSON format) and
-//! `ranker.json` (the ordered feature list, the training record, the gain importance).
+//! TRAIN queries are not learnt from: their own review is part of their target's
+//! `embedding_text` and keywords, so the text-match features of a train query's target are
+//! inflated in a way no served query ever sees.
+//!
+//! Model directory `models/ranker-{YYYYMMDD-HHMMSS}/`: `model.json` (XGBoost's JSON format),
+//! `ranker.json` (the ordered feature list, the training record, the gain importance) and, with
+//! `--ablation`, `ablation.json`.
 
 pub mod features;
 
@@ -18,8 +25,10 @@ use xgb::{Booster, DMatrix};
 
 use crate::cols::{self, LABEL, RERANK_RANK, RERANK_SCORE};
 use crate::context::Ctx;
+use crate::index::ItemIndex;
 use crate::io::{self, thousands};
 use crate::layout::{self, MODELS_DIR, Split};
+use crate::metrics::ndcg_at;
 use crate::retrieve::{CandidatesRecord, QuerySettings, rank_order};
 use features::FEATURES;
 
@@ -33,21 +42,26 @@ pub struct RankerConfig {
     /// [default: the dense run]
     #[arg(long)]
     pub candidates: Option<String>,
-    /// Split whose candidates are the training data (`retrieve --split train --max-queries N`)
-    #[arg(long, value_enum, default_value_t = Split::Train)]
-    pub train_split: Split,
+    /// Share of the VALID queries, the latest in time, held out for early stopping (the model
+    /// learns from the earlier ones)
+    #[arg(long, default_value_t = 0.25)]
+    pub holdout: f64,
     /// Boosting rounds at most
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 500)]
     pub num_rounds: usize,
-    /// Stop when valid NDCG@5 has not improved for this many rounds (the best round is kept)
+    /// Stop when held-out NDCG@5 has not improved for this many rounds (the best round is kept)
     #[arg(long, default_value_t = 30)]
     pub early_stopping_rounds: usize,
-    /// Tree depth
-    #[arg(long, default_value_t = 6)]
+    /// Tree depth (2: the best held-out NDCG@5 of depths 2–8 on the demo and on real reviews)
+    #[arg(long, default_value_t = 2)]
     pub max_depth: u32,
     /// Learning rate (shrinkage)
     #[arg(long, default_value_t = 0.1)]
     pub eta: f64,
+    /// Also retrain once without each feature (its column missing) and report what held-out
+    /// and test NDCG@5 lose: a table, and ablation.json beside the model
+    #[arg(long)]
+    pub ablation: bool,
     /// Output directory [default: models/ranker-{YYYYMMDD-HHMMSS}]
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -62,14 +76,25 @@ pub struct RankerInfo {
     pub candidates: Option<String>,
     /// The query settings of the training candidates (as recorded with them by `retrieve`).
     pub query: QuerySettings,
-    pub train_split: Split,
-    pub train_queries: usize,
-    pub train_queries_dropped: usize,
-    pub valid_queries: usize,
-    pub valid_queries_dropped: usize,
+    /// The model of the index whose item vectors the features read (name, blake3 of weights).
+    pub index_model: String,
+    pub index_weights_blake3: String,
+    /// The model of the base dense run whose scores are features (`base_dense_*`), if any.
+    #[serde(default)]
+    pub base_run_model: Option<String>,
+    /// VALID queries learnt from (target among the candidates), before `holdout_from`.
+    pub learn_queries: usize,
+    /// VALID queries held out for early stopping, from `holdout_from` on.
+    pub holdout_queries: usize,
+    /// VALID queries left out: target not among the candidates.
+    pub queries_dropped: usize,
+    pub holdout: f64,
+    /// The hold-out's first query time (ms since the epoch) and as a UTC date.
+    pub holdout_from_ms: i64,
+    pub holdout_from: String,
     pub best_round: usize,
     pub rounds_run: usize,
-    pub valid_ndcg_at_5: f64,
+    pub holdout_ndcg_at_5: f64,
     pub num_rounds: usize,
     pub max_depth: u32,
     pub eta: f64,
@@ -78,9 +103,21 @@ pub struct RankerInfo {
     pub importance: Vec<(String, f64, f64, usize)>,
 }
 
+/// One row of the ablation: the ranker retrained without `feature`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AblationRow {
+    /// `(all features)` for the full model.
+    pub feature: String,
+    pub holdout_ndcg_at_5: f64,
+    /// Over the TEST queries of the candidates run (when its candidates exist).
+    pub test_ndcg_at_5: Option<f64>,
+    pub best_round: usize,
+}
+
 #[derive(Debug)]
 pub struct RankerSummary {
     pub info: RankerInfo,
+    pub ablation: Vec<AblationRow>,
     pub dir: PathBuf,
     pub secs: f64,
 }
@@ -90,25 +127,63 @@ impl fmt::Display for RankerSummary {
         let i = &self.info;
         writeln!(
             f,
-            "train ranker: rank:ndcg on {} {} queries ({} dropped: target not among the \
-             candidates), early stopping on {} valid queries ({} dropped)",
-            thousands(i.train_queries),
-            i.train_split,
-            thousands(i.train_queries_dropped),
-            thousands(i.valid_queries),
-            thousands(i.valid_queries_dropped)
+            "train ranker: rank:ndcg on {} valid queries before {}, early stopping on the {} \
+             from then on ({:.0} %); {} dropped (target not among the candidates)",
+            thousands(i.learn_queries),
+            i.holdout_from,
+            thousands(i.holdout_queries),
+            100.0 * i.holdout,
+            thousands(i.queries_dropped)
         )?;
         writeln!(
             f,
-            "  best round {} of {} run (max {}): valid NDCG@5 {:.4}; {:.1}s",
-            i.best_round, i.rounds_run, i.num_rounds, i.valid_ndcg_at_5, self.secs
+            "  best round {} of {} run (max {}): held-out NDCG@5 {:.4}; {:.1}s",
+            i.best_round, i.rounds_run, i.num_rounds, i.holdout_ndcg_at_5, self.secs
         )?;
         writeln!(f, "  feature importance (gain = average gain per split):")?;
         for (name, gain, total, splits) in &i.importance {
             writeln!(
                 f,
-                "    {name:<18} gain {gain:>9.3}  total {total:>11.1}  splits {splits:>6}"
+                "    {name:<22} gain {gain:>9.3}  total {total:>11.1}  splits {splits:>6}"
             )?;
+        }
+        if let Some((full, rest)) = self.ablation.split_first() {
+            writeln!(
+                f,
+                "  ablation (retrained without the feature; Δ = NDCG@5 lost, > 0: the feature helps):"
+            )?;
+            writeln!(
+                f,
+                "    {:<22} {:>9} {:>9} {:>9} {:>9} {:>6}",
+                "feature", "held-out", "Δ", "test", "Δ", "round"
+            )?;
+            let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+            writeln!(
+                f,
+                "    {:<22} {:>9.4} {:>9} {:>9} {:>9} {:>6}",
+                full.feature,
+                full.holdout_ndcg_at_5,
+                "",
+                opt(full.test_ndcg_at_5),
+                "",
+                full.best_round
+            )?;
+            for r in rest {
+                let dt = full
+                    .test_ndcg_at_5
+                    .zip(r.test_ndcg_at_5)
+                    .map(|(a, b)| a - b);
+                writeln!(
+                    f,
+                    "    {:<22} {:>9.4} {:>+9.4} {:>9} {:>9} {:>6}",
+                    r.feature,
+                    r.holdout_ndcg_at_5,
+                    full.holdout_ndcg_at_5 - r.holdout_ndcg_at_5,
+                    opt(r.test_ndcg_at_5),
+                    dt.map_or("-".to_string(), |d| format!("{d:+.4}")),
+                    r.best_round
+                )?;
+            }
         }
         write!(f, "  model → {}", self.dir.display())
     }
@@ -126,28 +201,84 @@ fn candidates_path(ctx: &Ctx, split: Split, name: Option<&str>) -> Result<PathBu
     Ok(p)
 }
 
-/// Features of a split for training: only queries whose target is among the candidates.
-/// Returns (frame, queries kept, queries dropped, the candidates' query settings).
-fn training_frame(
-    ctx: &Ctx,
-    split: Split,
-    cfg: &RankerConfig,
-) -> Result<(DataFrame, usize, usize, QuerySettings)> {
-    let path = candidates_path(ctx, split, cfg.candidates.as_deref())?;
+/// The VALID features for training: only queries whose target is among the candidates,
+/// cut in time into the part learnt from and the later hold-out.
+struct TrainingData {
+    learn: DataFrame,
+    holdout: DataFrame,
+    learn_queries: usize,
+    holdout_queries: usize,
+    dropped: usize,
+    holdout_from_ms: i64,
+    query: QuerySettings,
+    base_run_model: Option<String>,
+}
+
+fn training_data(ctx: &Ctx, cfg: &RankerConfig) -> Result<TrainingData> {
+    anyhow::ensure!(
+        cfg.holdout > 0.0 && cfg.holdout < 1.0,
+        "--holdout {}: must be between 0 and 1",
+        cfg.holdout
+    );
+    let path = candidates_path(ctx, Split::Valid, cfg.candidates.as_deref())?;
     let query = CandidatesRecord::read(&path)?.query;
-    let df = features::build(ctx, split, &path)?;
+    let df = features::build(ctx, Split::Valid, &path)?;
     let all = df.column(cols::REVIEW_ID)?.n_unique()?;
     let kept = df
         .lazy()
         .filter(col(LABEL).sum().over([col(cols::REVIEW_ID)])?.gt(lit(0.0)))
         .collect()?;
-    let n = kept.column(cols::REVIEW_ID)?.n_unique()?;
+    // the queries' times, sorted: the latest `holdout` share is held out
+    let times = kept
+        .clone()
+        .lazy()
+        .group_by([col(cols::REVIEW_ID)])
+        .agg([col(cols::TIMESTAMP).first()])
+        .sort([cols::TIMESTAMP], SortMultipleOptions::default())
+        .collect()?;
+    let ts: Vec<i64> = times
+        .column(cols::TIMESTAMP)?
+        .i64()?
+        .iter()
+        .flatten()
+        .collect();
+    let n = ts.len();
     anyhow::ensure!(
-        n > 0,
-        "{}: no query has its target among the candidates",
+        n >= 2,
+        "{}: {n} valid queries have their target among the candidates; the re-ranker needs \
+         at least 2 (one to learn from, one to stop on)",
         path.display()
     );
-    Ok((kept, n, all - n, query))
+    let cut = ((n as f64 * (1.0 - cfg.holdout)).round() as usize).clamp(1, n - 1);
+    let from = ts[cut];
+    let part = |held: bool| -> Result<DataFrame> {
+        let c = col(cols::TIMESTAMP).gt_eq(lit(from));
+        Ok(kept
+            .clone()
+            .lazy()
+            .filter(if held { c } else { c.not() })
+            .collect()?)
+    };
+    let (learn, holdout) = (part(false)?, part(true)?);
+    let (lq, hq) = (
+        learn.column(cols::REVIEW_ID)?.n_unique()?,
+        holdout.column(cols::REVIEW_ID)?.n_unique()?,
+    );
+    anyhow::ensure!(
+        lq > 0 && hq > 0,
+        "{}: every valid query has the same time; no later part to hold out",
+        path.display()
+    );
+    Ok(TrainingData {
+        learn,
+        holdout,
+        learn_queries: lq,
+        holdout_queries: hq,
+        dropped: all - n,
+        holdout_from_ms: from,
+        query,
+        base_run_model: features::base_run(ctx, Split::Valid, &path)?.map(|(_, m)| m),
+    })
 }
 
 /// XGBoost logs to stderr by default (deprecation notices of the C API the `xgb` crate calls);
@@ -163,9 +294,16 @@ fn quiet_xgboost() {
     });
 }
 
-fn dmatrix(df: &DataFrame, with_labels: bool) -> Result<DMatrix> {
+/// The frame's feature matrix (feature `without` left missing) with its query groups.
+fn dmatrix(df: &DataFrame, with_labels: bool, without: Option<usize>) -> Result<DMatrix> {
     quiet_xgboost();
-    let x = features::matrix(df)?;
+    let mut x = features::matrix(df)?;
+    if let Some(j) = without {
+        x.iter_mut()
+            .skip(j)
+            .step_by(FEATURES.len())
+            .for_each(|v| *v = f32::NAN);
+    }
     let mut m = DMatrix::from_dense(&x, df.height()).map_err(xgb_err)?;
     m.set_group(&features::groups(df)?).map_err(xgb_err)?;
     if with_labels {
@@ -180,38 +318,44 @@ fn dmatrix(df: &DataFrame, with_labels: bool) -> Result<DMatrix> {
     Ok(m)
 }
 
-/// `recsys train ranker`.
-pub fn train(ctx: &Ctx, cfg: &RankerConfig) -> Result<RankerSummary> {
-    let t0 = Instant::now();
-    anyhow::ensure!(
-        cfg.train_split != Split::Valid,
-        "--train-split valid: valid is the early-stopping split"
-    );
-    let (train_df, train_q, train_drop, query) = training_frame(ctx, cfg.train_split, cfg)?;
-    let (valid_df, valid_q, valid_drop, _) = training_frame(ctx, Split::Valid, cfg)?;
-    let dtrain = dmatrix(&train_df, true)?;
-    let dvalid = dmatrix(&valid_df, true)?;
+/// A boosted model cut at its best round on the hold-out.
+struct Fit {
+    model: Booster,
+    best: f64,
+    best_round: usize,
+    rounds: usize,
+}
 
-    let mut booster = Booster::new_with_cached_dmats(&Default::default(), &[&dtrain, &dvalid])
+/// Boosts `rank:ndcg` on `learn` with early stopping on `holdout`'s NDCG@5.
+fn fit(
+    learn: &DataFrame,
+    holdout: &DataFrame,
+    cfg: &RankerConfig,
+    seed: u64,
+    without: Option<usize>,
+    pb: &indicatif::ProgressBar,
+) -> Result<Fit> {
+    let dlearn = dmatrix(learn, true, without)?;
+    let dholdout = dmatrix(holdout, true, without)?;
+    let mut booster = Booster::new_with_cached_dmats(&Default::default(), &[&dlearn, &dholdout])
         .map_err(xgb_err)?;
     for (k, v) in [
         ("objective", "rank:ndcg".to_string()),
         ("eval_metric", "ndcg@5".to_string()),
         ("max_depth", cfg.max_depth.to_string()),
         ("eta", cfg.eta.to_string()),
-        ("seed", ctx.seed.to_string()),
+        ("seed", seed.to_string()),
         ("tree_method", "hist".to_string()),
         ("lambdarank_pair_method", "topk".to_string()),
         ("verbosity", "0".to_string()),
     ] {
         booster.set_param(k, &v).map_err(xgb_err)?;
     }
-    let pb = io::progress(cfg.num_rounds as u64, "boosting", ctx.quiet);
     let (mut best, mut best_round, mut rounds) = (f64::NEG_INFINITY, 0usize, 0usize);
     for round in 0..cfg.num_rounds {
-        booster.update(&dtrain, round as i32).map_err(xgb_err)?;
+        booster.update(&dlearn, round as i32).map_err(xgb_err)?;
         rounds = round + 1;
-        let m = booster.evaluate(&dvalid).map_err(xgb_err)?;
+        let m = booster.evaluate(&dholdout).map_err(xgb_err)?;
         let ndcg = m
             .iter()
             .find(|(k, _)| k.contains("ndcg@5"))
@@ -220,15 +364,30 @@ pub fn train(ctx: &Ctx, cfg: &RankerConfig) -> Result<RankerSummary> {
         if ndcg > best {
             (best, best_round) = (ndcg, rounds);
         }
-        pb.set_message(format!("valid ndcg@5 {ndcg:.4}"));
+        pb.set_message(format!("held-out ndcg@5 {ndcg:.4}"));
         pb.inc(1);
         if rounds - best_round >= cfg.early_stopping_rounds {
             break;
         }
     }
-    pb.finish_and_clear();
     let model = booster.slice(0, best_round as i32).map_err(xgb_err)?;
-    let importance = gain_importance(&model)?;
+    Ok(Fit {
+        model,
+        best,
+        best_round,
+        rounds,
+    })
+}
+
+/// `recsys train ranker`.
+pub fn train(ctx: &Ctx, cfg: &RankerConfig) -> Result<RankerSummary> {
+    let t0 = Instant::now();
+    let data = training_data(ctx, cfg)?;
+    let index = ItemIndex::open(ctx)?.info;
+    let pb = io::progress(cfg.num_rounds as u64, "boosting", ctx.quiet);
+    let full = fit(&data.learn, &data.holdout, cfg, ctx.seed, None, &pb)?;
+    pb.finish_and_clear();
+    let importance = gain_importance(&full.model)?;
 
     let dir = cfg
         .output
@@ -237,15 +396,19 @@ pub fn train(ctx: &Ctx, cfg: &RankerConfig) -> Result<RankerSummary> {
     let info = RankerInfo {
         features: features::names().iter().map(|s| s.to_string()).collect(),
         candidates: cfg.candidates.clone(),
-        query,
-        train_split: cfg.train_split,
-        train_queries: train_q,
-        train_queries_dropped: train_drop,
-        valid_queries: valid_q,
-        valid_queries_dropped: valid_drop,
-        best_round,
-        rounds_run: rounds,
-        valid_ndcg_at_5: best,
+        query: data.query,
+        index_model: index.name.clone(),
+        index_weights_blake3: index.weights_blake3.clone(),
+        base_run_model: data.base_run_model.clone(),
+        learn_queries: data.learn_queries,
+        holdout_queries: data.holdout_queries,
+        queries_dropped: data.dropped,
+        holdout: cfg.holdout,
+        holdout_from_ms: data.holdout_from_ms,
+        holdout_from: io::utc(data.holdout_from_ms),
+        best_round: full.best_round,
+        rounds_run: full.rounds,
+        holdout_ndcg_at_5: full.best,
         num_rounds: cfg.num_rounds,
         max_depth: cfg.max_depth,
         eta: cfg.eta,
@@ -257,14 +420,119 @@ pub fn train(ctx: &Ctx, cfg: &RankerConfig) -> Result<RankerSummary> {
     io::write_atomic(&model_path, |tmp| {
         // XGBoost picks the format from the extension
         let tmp_json = tmp.with_extension("json");
-        model.save(&tmp_json).map_err(xgb_err)?;
+        full.model.save(&tmp_json).map_err(xgb_err)?;
         std::fs::rename(&tmp_json, tmp).with_context(|| format!("writing {}", tmp.display()))
     })?;
     io::write_json(&dir.join("ranker.json"), &info)?;
+    let ablation = if cfg.ablation {
+        let rows = ablation(ctx, cfg, &data, &full)?;
+        io::write_json(&dir.join("ablation.json"), &rows)?;
+        rows
+    } else {
+        Vec::new()
+    };
     Ok(RankerSummary {
         info,
+        ablation,
         dir,
         secs: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The full model, then one retrained without each feature: held-out NDCG@5 (what early
+/// stopping saw) and TEST NDCG@5 over the test candidates of the same run, when they exist.
+fn ablation(
+    ctx: &Ctx,
+    cfg: &RankerConfig,
+    data: &TrainingData,
+    full: &Fit,
+) -> Result<Vec<AblationRow>> {
+    let test_path = ctx
+        .layout
+        .candidates(Split::Test, cfg.candidates.as_deref());
+    let test = if test_path.is_file() {
+        Some(features::build(ctx, Split::Test, &test_path)?)
+    } else {
+        eprintln!(
+            "ablation: {} not found: test NDCG@5 left out",
+            test_path.display()
+        );
+        None
+    };
+    let test_ndcg = |model: &Booster, without: Option<usize>| -> Result<Option<f64>> {
+        let Some(df) = &test else { return Ok(None) };
+        let scores = model
+            .predict(&dmatrix(df, false, without)?)
+            .map_err(xgb_err)?;
+        Ok(Some(ndcg_at_5(df, &scores)?))
+    };
+    let mut rows = vec![AblationRow {
+        feature: "(all features)".into(),
+        holdout_ndcg_at_5: full.best,
+        test_ndcg_at_5: test_ndcg(&full.model, None)?,
+        best_round: full.best_round,
+    }];
+    let pb = io::progress(FEATURES.len() as u64, "ablation", ctx.quiet);
+    for (j, f) in FEATURES.iter().enumerate() {
+        pb.set_message(f.name);
+        let fit = fit(
+            &data.learn,
+            &data.holdout,
+            cfg,
+            ctx.seed,
+            Some(j),
+            &indicatif::ProgressBar::hidden(),
+        )?;
+        rows.push(AblationRow {
+            feature: f.name.to_string(),
+            holdout_ndcg_at_5: fit.best,
+            test_ndcg_at_5: test_ndcg(&fit.model, Some(j))?,
+            best_round: fit.best_round,
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(rows)
+}
+
+/// 1-based rank of every row within its query by `scores` (desc, then `parent_asin`).
+fn ranks_within(df: &DataFrame, scores: &[f32]) -> Result<Vec<u32>> {
+    let asins: Vec<&str> = df
+        .column(cols::PARENT_ASIN)?
+        .str()?
+        .iter()
+        .map(|s| s.unwrap_or(""))
+        .collect();
+    let mut ranks = vec![0u32; df.height()];
+    let mut start = 0;
+    for g in features::groups(df)? {
+        let end = start + g as usize;
+        let mut idx: Vec<usize> = (start..end).collect();
+        idx.sort_by(|&a, &b| rank_order((scores[a], asins[a]), (scores[b], asins[b])));
+        for (r, i) in idx.into_iter().enumerate() {
+            ranks[i] = r as u32 + 1;
+        }
+        start = end;
+    }
+    Ok(ranks)
+}
+
+/// NDCG@5 of the order `scores` gives, over every query of the frame (0 when its target is
+/// not among its candidates).
+fn ndcg_at_5(df: &DataFrame, scores: &[f32]) -> Result<f64> {
+    let ranks = ranks_within(df, scores)?;
+    let labels = df.column(LABEL)?.f32()?;
+    let sum: f64 = labels
+        .iter()
+        .zip(&ranks)
+        .filter(|(l, _)| l.is_some_and(|l| l > 0.0))
+        .map(|(_, &r)| ndcg_at(r as usize, 5))
+        .sum();
+    let queries = features::groups(df)?.len();
+    Ok(if queries == 0 {
+        0.0
+    } else {
+        sum / queries as f64
     })
 }
 
@@ -381,31 +649,36 @@ pub fn rerank(ctx: &Ctx, cfg: &RerankConfig) -> Result<RerankSummary> {
             })?,
     };
     let (model, info) = load(&dir)?;
+    let index = ItemIndex::open(ctx)?.info;
+    anyhow::ensure!(
+        index.weights_blake3 == info.index_weights_blake3,
+        "{}: the ranker learnt from item vectors of {} but the index now holds {}'s; \
+         re-index with that model or retrain the ranker",
+        dir.display(),
+        info.index_model,
+        index.name
+    );
     let path = candidates_path(ctx, cfg.split, info.candidates.as_deref())?;
+    let base = features::base_run(ctx, cfg.split, &path)?.map(|(_, m)| m);
+    anyhow::ensure!(
+        base == info.base_run_model,
+        "{}: the ranker learnt with base-run scores of {} but the {} candidates have {}: \
+         run (or remove) `recsys retrieve --split {}` with the base model, or retrain",
+        dir.display(),
+        info.base_run_model.as_deref().unwrap_or("no model"),
+        cfg.split,
+        base.as_deref().unwrap_or("none"),
+        cfg.split
+    );
     let df = features::build(ctx, cfg.split, &path)?;
     let scores = if df.height() > 0 {
-        model.predict(&dmatrix(&df, false)?).map_err(xgb_err)?
+        model
+            .predict(&dmatrix(&df, false, None)?)
+            .map_err(xgb_err)?
     } else {
         Vec::new()
     };
-    let asins: Vec<String> = df
-        .column(cols::PARENT_ASIN)?
-        .str()?
-        .iter()
-        .map(|s| s.unwrap_or("").to_string())
-        .collect();
-    // rank within each query: score desc, then parent_asin asc (groups are contiguous)
-    let mut ranks = vec![0u32; df.height()];
-    let mut start = 0;
-    for g in features::groups(&df)? {
-        let end = start + g as usize;
-        let mut idx: Vec<usize> = (start..end).collect();
-        idx.sort_by(|&a, &b| rank_order((scores[a], &asins[a]), (scores[b], &asins[b])));
-        for (r, i) in idx.into_iter().enumerate() {
-            ranks[i] = r as u32 + 1;
-        }
-        start = end;
-    }
+    let ranks = ranks_within(&df, &scores)?;
     let queries = df.column(cols::REVIEW_ID)?.n_unique()?;
     let rows = df.height();
     let mut keep: Vec<PlSmallStr> = io::scan_parquet(&path)?
