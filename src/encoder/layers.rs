@@ -2,8 +2,8 @@
 //! the same code serves inference and training.
 //!
 //! Candle's fused `layer_norm` and `softmax_last_dim` kernels record no backward pass; they are
-//! used only when [`Mode::Inference`] is asked for, and [`Mode::Train`] uses the composite
-//! (differentiable) forms. Weight names follow Hugging Face's `BertModel` / `XLMRobertaModel`
+//! used only when [`Mode::Inference`] is asked for, and [`Mode::Train`] uses the fused kernels
+//! of [`super::ops`], which have one (composite ops on devices without them). Weight names follow Hugging Face's `BertModel` / `XLMRobertaModel`
 //! (`embeddings.*`, `encoder.layer.{i}.*`), so checkpoints load and save unchanged.
 
 use candle_core::{D, Module, Result, Tensor};
@@ -14,7 +14,7 @@ use super::config::{Architecture, ModelConfig, Pooling};
 /// Which kernels the forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Composite ops only: every parameter receives a gradient.
+    /// Kernels with a backward pass: every parameter receives a gradient.
     Train,
     /// Fused layer-norm and softmax kernels where the backend has them (no gradients).
     Inference,
@@ -52,38 +52,9 @@ impl LayerNorm {
             Mode::Inference => {
                 candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32)
             }
-            Mode::Train => {
-                // candle_nn::ops::layer_norm_slow's arithmetic, with the affine part applied
-                // through `rows_of` (see there) instead of broadcasts.
-                let dims = x.dims().to_vec();
-                let h = x.dim(D::Minus1)?;
-                let x = x.reshape(((), h))?;
-                let x = x.broadcast_sub(&(x.sum_keepdim(1)? / h as f64)?)?;
-                let var = (x.sqr()?.sum_keepdim(1)? / h as f64)?;
-                let normed = x.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-                let rows = normed.dim(0)?;
-                let y = if normed.device().is_cpu() {
-                    ((normed * rows_of(&self.weight, rows)?)? + rows_of(&self.bias, rows)?)?
-                } else {
-                    normed
-                        .broadcast_mul(&self.weight)?
-                        .broadcast_add(&self.bias)?
-                };
-                y.reshape(dims)
-            }
+            Mode::Train => super::ops::layer_norm(x, &self.weight, &self.bias, self.eps),
         }
     }
-}
-
-/// A (rows, n) tensor whose every row is the vector `v`, made as the product of a column of
-/// ones and `v`: its backward pass is a matrix product. The gradient of a broadcast over
-/// leading dimensions is a sum that Candle's CPU backend runs as a scalar loop with a division
-/// per element on one thread; for the biases and LayerNorm weights that was ~15 % of a training
-/// step here. The price is memory: the expanded rows are kept for the backward pass (about a
-/// third more activation memory), so it is used on the CPU only.
-fn rows_of(v: &Tensor, rows: usize) -> Result<Tensor> {
-    let ones = Tensor::ones((rows, 1), v.dtype(), v.device())?;
-    ones.matmul(&v.reshape((1, v.elem_count()))?)
 }
 
 /// A dense layer `x Wᵀ + b` over the last dimension.
@@ -101,12 +72,7 @@ impl Dense {
                 let mut dims = x.dims().to_vec();
                 let inp = dims.pop().unwrap_or(1);
                 let x2 = x.reshape(((), inp))?;
-                let xw = x2.matmul(&w.t()?)?;
-                let y = if xw.device().is_cpu() {
-                    (xw + rows_of(b, x2.dim(0)?)?)?
-                } else {
-                    xw.broadcast_add(b)?
-                };
+                let y = super::ops::add_bias(&x2.matmul(&w.t()?)?, b)?;
                 dims.push(w.dim(0)?);
                 y.reshape(dims)
             }
@@ -174,11 +140,7 @@ impl Layer {
         let q = split((self.query.forward(x, mode)? / (dh as f64).sqrt())?)?;
         let k = split(self.key.forward(x, mode)?)?;
         let v = split(self.value.forward(x, mode)?)?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
-        let probs = match mode {
-            Mode::Inference => candle_nn::ops::softmax_last_dim(&scores)?,
-            Mode::Train => candle_nn::ops::softmax(&scores, D::Minus1)?,
-        };
+        let probs = super::ops::masked_softmax(&q.matmul(&k.t()?)?, bias, mode == Mode::Train)?;
         let ctx = probs
             .matmul(&v)?
             .transpose(1, 2)?
@@ -187,7 +149,7 @@ impl Layer {
         let a = self
             .attn_norm
             .forward(&(self.attn_out.forward(&ctx, mode)? + x)?, mode)?;
-        let i = self.intermediate.forward(&a, mode)?.gelu_erf()?;
+        let i = super::ops::gelu_erf(&self.intermediate.forward(&a, mode)?)?;
         self.out_norm
             .forward(&(self.output.forward(&i, mode)? + a)?, mode)
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod family;
 pub mod files;
 pub mod layers;
+pub mod ops;
 pub mod save;
 pub mod tokenize;
 pub mod weights;
