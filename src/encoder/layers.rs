@@ -68,14 +68,7 @@ impl Dense {
         );
         match mode {
             Mode::Inference => self.0.forward(x),
-            Mode::Train => {
-                let mut dims = x.dims().to_vec();
-                let inp = dims.pop().unwrap_or(1);
-                let x2 = x.reshape(((), inp))?;
-                let y = super::ops::add_bias(&x2.matmul(&w.t()?)?, b)?;
-                dims.push(w.dim(0)?);
-                y.reshape(dims)
-            }
+            Mode::Train => super::ops::linear(x, w, b),
         }
     }
 }

@@ -8,7 +8,7 @@
 //!   y = γ ⊙ x̂ + β; dx = r · (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂)) with ĝ = γ ⊙ g;
 //!   dγ = Σ_rows g ⊙ x̂; dβ = Σ_rows g.
 //! - exact GELU: y = x·Φ(x) with Φ(x) = (1 + erf(x/√2))/2; dx = g · (Φ(x) + x·φ(x)).
-//! - bias over rows: y = x + b; dx = g, db = Σ_rows g.
+//! - a dense layer as one node: y = x Wᵀ + b; dx = g W, dW = gᵀ x, db = Σ_rows g.
 //!
 //! Each public function takes the fused path for contiguous f32 tensors on the CPU and the
 //! composite (differentiable) Candle ops elsewhere, so other devices and dtypes keep working.
@@ -339,23 +339,30 @@ impl CustomOp2 for LayerNormGradParams {
     }
 }
 
-/// `x + b` with `b` (n) added to every row of `x` (…, n). Its backward sums the gradient's rows
-/// in one parallel pass; Candle's broadcast backward runs that sum as a scalar loop on one
-/// thread, and the alternative of expanding `b` to a full matrix keeps that copy alive for the
-/// backward pass.
-pub fn add_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if fused(x) && fused(b) {
-        x.contiguous()?.apply_op2(&b.contiguous()?, AddBias)
+/// A dense layer `x Wᵀ + b` over the last dimension (w: (out, in), b: (out)) as one graph
+/// node, so the product before the bias is not kept for the backward pass (which needs x, W and
+/// the output gradient only): dx = g W, dW = gᵀ x, db = Σ_rows g (one parallel pass; Candle's
+/// broadcast backward runs that sum as a scalar loop on one thread). The product is Candle's
+/// matmul over transient copies of the inputs.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    let k = dims.pop().unwrap_or(1);
+    let x2 = x.reshape(((), k))?;
+    dims.push(w.dim(0)?);
+    let y = if fused(x) && fused(w) && fused(b) {
+        x2.contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear)?
     } else {
-        x.broadcast_add(b)
-    }
+        x2.matmul(&w.t()?)?.broadcast_add(b)?
+    };
+    y.reshape(dims)
 }
 
-struct AddBias;
+struct Linear;
 
-impl CustomOp2 for AddBias {
+impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
-        "recsys-add-bias"
+        "recsys-linear"
     }
 
     fn cpu_fwd(
@@ -364,30 +371,41 @@ impl CustomOp2 for AddBias {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, b) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
-        let n = b.len().max(1);
-        if last_dim(l1) != n {
-            candle_core::bail!("{}: the bias must match the last dim", self.name());
-        }
-        let y = map_rows(x, x, n, |_, y, x, _| {
-            for ((y, x), b) in y.iter_mut().zip(x).zip(b) {
-                *y = x + b;
+        let x = slice(s1, l1, self.name())?;
+        let (w, b) = (slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
+        let (m, k) = l1.shape().dims2()?;
+        let (n, _) = l2.shape().dims2()?;
+        let dev = candle_core::Device::Cpu;
+        let xw = Tensor::from_slice(x, (m, k), &dev)?
+            .matmul(&Tensor::from_slice(w, (n, k), &dev)?.t()?)?;
+        let mut y = xw.flatten_all()?.to_vec1::<f32>()?;
+        drop(xw);
+        y.par_chunks_mut(rows_per_task(n) * n).for_each(|rows| {
+            for row in rows.chunks_mut(n) {
+                row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
             }
         });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 
     fn bwd(
         &self,
-        _x: &Tensor,
+        x: &Tensor,
+        w: &Tensor,
         b: &Tensor,
         _y: &Tensor,
         g: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = g.contiguous()?;
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // detached: a gradient that recorded its own graph would keep every layer's output
+        // gradient alive through the parameters' running sums
+        let (x, w, g) = (x.detach(), w.detach(), g.contiguous()?.detach());
+        let dx = g.matmul(&w)?;
+        let dw = g.t()?.matmul(&x)?;
         let db = g.apply_op1_no_bwd(&ColumnSums { n: b.elem_count() })?;
-        Ok((Some(g), Some(db)))
+        Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 
@@ -557,6 +575,8 @@ mod tests {
         let w = Var::from_tensor(&Tensor::randn(1f32, 0.5, n, &dev).unwrap()).unwrap();
         let b = Var::from_tensor(&Tensor::randn(0f32, 0.5, n, &dev).unwrap()).unwrap();
         let probe = Tensor::randn(0f32, 1.0, (3, rows / 3, n), &dev).unwrap();
+        // a square layer, so that its output has x's shape like every other case
+        let wl = Var::from_tensor(&Tensor::randn(0f32, 0.2, (n, n), &dev).unwrap()).unwrap();
         // a padding mask per batch element: 0 for real tokens, −10000 for the last few
         let mask = Tensor::from_vec(
             (0..3 * n)
@@ -596,9 +616,14 @@ mod tests {
                 }),
             ),
             (
-                "add_bias",
-                Box::new(|x| add_bias(x, &b).unwrap()),
-                Box::new(|x| x.broadcast_add(&b).unwrap()),
+                "linear",
+                Box::new(|x| linear(x, &wl, &b).unwrap()),
+                Box::new(|x| {
+                    x.broadcast_matmul(&wl.t().unwrap())
+                        .unwrap()
+                        .broadcast_add(&b)
+                        .unwrap()
+                }),
             ),
             (
                 "gelu_erf",
@@ -626,7 +651,7 @@ mod tests {
                 .backward()
                 .unwrap();
             let mut checked = 0;
-            for v in [&x, &w, &b] {
+            for v in [&x, &w, &b, &wl] {
                 match (gf.get(v.as_tensor()), gc.get(v.as_tensor())) {
                     (Some(a), Some(c)) => {
                         let scale = c
@@ -655,12 +680,11 @@ mod tests {
                 }
             }
             assert!(checked >= 1, "{name}: no gradient compared");
-            if name == "layer_norm" {
-                assert_eq!(
-                    checked, 3,
-                    "layer_norm: x, weight and bias all get gradients"
-                );
-            }
+            let want = match name {
+                "layer_norm" | "linear" => 3,
+                _ => 1,
+            };
+            assert_eq!(checked, want, "{name}: every input gets a gradient");
         }
     }
 }
