@@ -9,7 +9,7 @@
 //! **What a query may know.** A query is a review written at time t. Its features use:
 //! - the item texts of `items.parquet` (built from TRAIN reviews and the metadata only);
 //! - review *events* — (item, user, store, time, rating) of every split, never their text —
-//!   strictly before t ([`as_of`]: the query's own review, at t, is never counted, nor is
+//!   strictly before t ([`super::as_of`]: the query's own review, at t, is never counted, nor is
 //!   anything later);
 //! - the query's own text, rebuilt with the settings recorded with the candidates file.
 //!
@@ -19,13 +19,15 @@
 //!
 //! Tokens: lower-cased runs of letters and digits.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use polars::prelude::*;
 use rayon::prelude::*;
 
+use super::as_of::{ALL, AS_OF, as_of, events, no_empty};
+use super::text::{Corpus, ItemText, share, tokens};
 use crate::cols;
 use crate::context::Ctx;
 use crate::index::ItemIndex;
@@ -34,8 +36,6 @@ use crate::layout::Split;
 use crate::retrieve::hybrid::RRF_K;
 use crate::retrieve::{CandidatesRecord, Catalog};
 
-const BM25_K1: f64 = 1.2;
-const BM25_B: f64 = 0.75;
 const DAY_MS: i64 = 86_400_000;
 
 /// One model input.
@@ -71,67 +71,6 @@ pub struct RowInput<'a> {
     pub profile: Option<&'a [f32]>,
     pub corpus: &'a Corpus,
 }
-
-/// Event aggregates at a query's time: for the events sharing `keys` with the row, strictly
-/// before `timestamp − window_days`, columns `{prefix}_n` (count), `{prefix}_rating_sum`,
-/// `{prefix}_first` and `{prefix}_last` (timestamps, null when the count is 0).
-pub struct AsOf {
-    pub prefix: &'static str,
-    pub keys: &'static [&'static str],
-    pub window_days: i64,
-}
-
-/// Every-row key of the catalogue-wide aggregate.
-const ALL: &str = "_all";
-
-/// The as-of aggregates the features read.
-pub const AS_OF: &[AsOf] = &[
-    AsOf {
-        prefix: "_item",
-        keys: &[cols::PARENT_ASIN],
-        window_days: 0,
-    },
-    AsOf {
-        prefix: "_item30",
-        keys: &[cols::PARENT_ASIN],
-        window_days: 30,
-    },
-    AsOf {
-        prefix: "_item90",
-        keys: &[cols::PARENT_ASIN],
-        window_days: 90,
-    },
-    AsOf {
-        prefix: "_item365",
-        keys: &[cols::PARENT_ASIN],
-        window_days: 365,
-    },
-    AsOf {
-        prefix: "_all",
-        keys: &[ALL],
-        window_days: 0,
-    },
-    AsOf {
-        prefix: "_all90",
-        keys: &[ALL],
-        window_days: 90,
-    },
-    AsOf {
-        prefix: "_user",
-        keys: &[cols::USER_ID],
-        window_days: 0,
-    },
-    AsOf {
-        prefix: "_user_item",
-        keys: &[cols::USER_ID, cols::PARENT_ASIN],
-        window_days: 0,
-    },
-    AsOf {
-        prefix: "_user_store",
-        keys: &[cols::USER_ID, cols::STORE],
-        window_days: 0,
-    },
-];
 
 fn n(prefix: &str) -> Expr {
     col(format!("{prefix}_n"))
@@ -328,68 +267,6 @@ pub fn doc_table() -> String {
     s
 }
 
-/// Lower-cased runs of letters and digits.
-pub fn tokens(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(str::to_lowercase)
-}
-
-/// Share of the query's tokens in `set` (0 for an empty query).
-fn share(q: &BTreeSet<String>, set: &HashSet<String>) -> f64 {
-    if q.is_empty() {
-        0.0
-    } else {
-        q.iter().filter(|t| set.contains(*t)).count() as f64 / q.len() as f64
-    }
-}
-
-/// What the per-row features need of one item.
-pub struct ItemText {
-    tf: HashMap<String, u32>,
-    len: usize,
-    title: HashSet<String>,
-    keywords: HashSet<String>,
-}
-
-/// BM25 statistics of every item's `embedding_text`.
-pub struct Corpus {
-    doc_freq: HashMap<String, u32>,
-    n_docs: f64,
-    avg_len: f64,
-}
-
-impl Corpus {
-    fn new(items: &[ItemText]) -> Self {
-        let mut doc_freq: HashMap<String, u32> = HashMap::new();
-        for it in items {
-            for t in it.tf.keys() {
-                *doc_freq.entry(t.clone()).or_default() += 1;
-            }
-        }
-        let n_docs = items.len().max(1) as f64;
-        let avg_len = items.iter().map(|i| i.len).sum::<usize>() as f64 / n_docs;
-        Corpus {
-            doc_freq,
-            n_docs,
-            avg_len,
-        }
-    }
-
-    fn idf(&self, t: &str) -> f64 {
-        let df = *self.doc_freq.get(t).unwrap_or(&0) as f64;
-        ((self.n_docs - df + 0.5) / (df + 0.5) + 1.0).ln()
-    }
-
-    fn bm25(&self, q: &BTreeSet<String>, it: &ItemText) -> f64 {
-        let norm = BM25_K1 * (1.0 - BM25_B + BM25_B * it.len as f64 / self.avg_len.max(1e-9));
-        q.iter()
-            .filter_map(|t| it.tf.get(t).map(|&f| (t, f as f64)))
-            .map(|(t, f)| self.idf(t) * f * (BM25_K1 + 1.0) / (f + norm))
-            .fold(0.0, |a, b| a + b)
-    }
-}
-
 /// The candidates of `split` (the stage-1 file `candidates`) with every feature column and the
 /// label, sorted by `review_id`, then stage-1 `rank`. The queries are rebuilt with the
 /// settings recorded beside the candidates; item vectors come from the index (its model
@@ -510,141 +387,6 @@ pub fn base_run(ctx: &Ctx, split: Split, candidates: &Path) -> Result<Option<(Pa
     Ok(CandidatesRecord::read_optional(&path)?
         .filter(|r| r.retriever == "dense" && ours.retriever == "dense" && r.model != ours.model)
         .map(|r| (path, r.model)))
-}
-
-/// `c` with empty strings as null.
-fn no_empty(c: &str) -> Expr {
-    when(col(c).eq(lit("")))
-        .then(lit(NULL).cast(DataType::String))
-        .otherwise(col(c))
-        .alias(c)
-}
-
-/// Review events of every split — item, user, the item's store, time, rating — and never any
-/// review text: what the as-of features count.
-pub fn events(ctx: &Ctx) -> Result<LazyFrame> {
-    let l = &ctx.layout;
-    let mut parts = Vec::new();
-    for split in Split::ALL {
-        parts.push(io::scan_parquet(&l.reviews(split))?.select([
-            col(cols::PARENT_ASIN),
-            col(cols::USER_ID),
-            col(cols::TIMESTAMP),
-            col(cols::RATING).cast(DataType::Float64),
-        ]));
-    }
-    let stores =
-        io::scan_parquet(&l.items())?.select([col(cols::PARENT_ASIN), no_empty(cols::STORE)]);
-    Ok(concat(parts, UnionArgs::default())?
-        .join(
-            stores,
-            [col(cols::PARENT_ASIN)],
-            [col(cols::PARENT_ASIN)],
-            JoinArgs::new(JoinType::Left),
-        )
-        .with_column(lit("").alias(ALL)))
-}
-
-/// For every distinct (keys, timestamp) of `probes`: the `events` with the same keys strictly
-/// before `timestamp − window_ms` — count `{prefix}_n`, rating sum `{prefix}_rating_sum`,
-/// first and last time `{prefix}_first` / `{prefix}_last` (null when none). One sort of probes
-/// and events together and running sums per key; a probe sorts before an event of the same
-/// time, so an event at exactly the probe's time (the query's own review) is never counted.
-/// Rows with a null key get no match.
-pub fn as_of(
-    events: &LazyFrame,
-    probes: &LazyFrame,
-    keys: &[&str],
-    window_ms: i64,
-    prefix: &str,
-) -> LazyFrame {
-    const AT: &str = "_at";
-    const KIND: &str = "_kind";
-    const T: &str = "_t";
-    let key_cols = || keys.iter().map(|k| col(*k)).collect::<Vec<_>>();
-    let not_null = keys
-        .iter()
-        .map(|k| col(*k).is_not_null())
-        .reduce(|a, b| a.and(b))
-        .unwrap_or(lit(true));
-    let with = |mut v: Vec<Expr>, more: Vec<Expr>| {
-        v.extend(more);
-        v
-    };
-    let probe = probes
-        .clone()
-        .filter(not_null.clone())
-        .select(with(key_cols(), vec![col(cols::TIMESTAMP)]))
-        .unique(None, UniqueKeepStrategy::Any)
-        .select(with(
-            key_cols(),
-            vec![
-                (col(cols::TIMESTAMP) - lit(window_ms)).alias(AT),
-                lit(0i32).alias(KIND),
-                col(cols::TIMESTAMP).alias(T),
-                lit(NULL).cast(DataType::Float64).alias(cols::RATING),
-            ],
-        ));
-    let ev = events.clone().filter(not_null).select(with(
-        key_cols(),
-        vec![
-            col(cols::TIMESTAMP).alias(AT),
-            lit(1i32).alias(KIND),
-            lit(NULL).cast(DataType::Int64).alias(T),
-            col(cols::RATING).cast(DataType::Float64),
-        ],
-    ));
-    let mut by: Vec<&str> = keys.to_vec();
-    by.extend([AT, KIND]);
-    let name = |s: &str| format!("{prefix}_{s}");
-    let is_event = || col(KIND).eq(lit(1i32));
-    let running = |e: Expr, alias: String| {
-        e.over(key_cols())
-            .expect("a window over key columns")
-            .alias(alias)
-    };
-    let any = || col(name("n")).gt(lit(0));
-    concat([probe, ev], UnionArgs::default())
-        .expect("probes and events share a schema")
-        .sort(by, SortMultipleOptions::default())
-        .with_columns([
-            running(col(KIND).cum_sum(false), name("n")),
-            running(
-                col(cols::RATING).fill_null(lit(0.0)).cum_sum(false),
-                name("rating_sum"),
-            ),
-            running(
-                when(is_event())
-                    .then(col(AT))
-                    .otherwise(lit(i64::MAX))
-                    .cum_min(false),
-                name("first"),
-            ),
-            running(
-                when(is_event())
-                    .then(col(AT))
-                    .otherwise(lit(i64::MIN))
-                    .cum_max(false),
-                name("last"),
-            ),
-        ])
-        .filter(col(KIND).eq(lit(0i32)))
-        .select(with(
-            key_cols(),
-            vec![
-                col(T).alias(cols::TIMESTAMP),
-                col(name("n")),
-                col(name("rating_sum")),
-                when(any())
-                    .then(col(name("first")))
-                    .otherwise(lit(NULL))
-                    .alias(name("first")),
-                when(any())
-                    .then(col(name("last")))
-                    .otherwise(lit(NULL))
-                    .alias(name("last")),
-            ],
-        ))
 }
 
 /// The columns of the [`How::Row`] features.
@@ -833,6 +575,7 @@ pub fn groups(df: &DataFrame) -> Result<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn names_are_unique_and_the_readme_has_the_table() {
@@ -845,92 +588,5 @@ mod tests {
             "README.md's feature table differs from FEATURES; paste:\n{}",
             doc_table()
         );
-    }
-
-    /// `as_of` against counts worked out by hand: strictly earlier events only (an event at
-    /// the probe's own time is not counted), windows, first/last times, no key no match.
-    #[test]
-    fn as_of_by_hand() {
-        let events = df!(
-            "parent_asin" => [Some("A"), Some("A"), Some("A"), Some("A"), Some("B"), None],
-            "timestamp" => [10i64, 20, 20, 40, 5, 1],
-            "rating" => [5.0, 3.0, 1.0, 4.0, 2.0, 5.0],
-        )
-        .unwrap()
-        .lazy();
-        let probes = df!(
-            "parent_asin" => [Some("A"), Some("A"), Some("A"), Some("B"), Some("C"), Some("A"), None],
-            "timestamp" => [20i64, 41, 10, 5, 100, 20, 50],
-        )
-        .unwrap()
-        .lazy();
-        let run = |window: i64| {
-            let df = as_of(&events, &probes, &["parent_asin"], window, "_p")
-                .sort(["parent_asin", "timestamp"], SortMultipleOptions::default())
-                .collect()
-                .unwrap();
-            let get = |c: &str| -> Vec<Option<i64>> {
-                df.column(c)
-                    .unwrap()
-                    .cast(&DataType::Int64)
-                    .unwrap()
-                    .i64()
-                    .unwrap()
-                    .iter()
-                    .collect()
-            };
-            let sums: Vec<f64> = df
-                .column("_p_rating_sum")
-                .unwrap()
-                .f64()
-                .unwrap()
-                .iter()
-                .map(|v| v.unwrap())
-                .collect();
-            (
-                get("timestamp"),
-                get("_p_n"),
-                sums,
-                get("_p_first"),
-                get("_p_last"),
-            )
-        };
-        // rows: (A,10) (A,20) (A,41) (B,5) (C,100); the duplicate (A,20) and the null key go
-        let (ts, n, sum, first, last) = run(0);
-        assert_eq!(ts, [Some(10), Some(20), Some(41), Some(5), Some(100)]);
-        assert_eq!(n, [Some(0), Some(1), Some(4), Some(0), Some(0)]);
-        assert_eq!(sum, [0.0, 5.0, 13.0, 0.0, 0.0]);
-        assert_eq!(first, [None, Some(10), Some(10), None, None]);
-        assert_eq!(last, [None, Some(10), Some(40), None, None]);
-        // 15 before: (A,41) sees what came before 26 (10, 20, 20); (A,20) before 5: nothing
-        let (_, n, sum, _, last) = run(15);
-        assert_eq!(n, [Some(0), Some(0), Some(3), Some(0), Some(0)]);
-        assert_eq!(sum, [0.0, 0.0, 9.0, 0.0, 0.0]);
-        assert_eq!(last, [None, None, Some(20), None, None]);
-    }
-
-    #[test]
-    fn bm25_by_hand() {
-        // two documents: "a a b" and "c"; query {a}
-        let mk = |words: &[&str]| {
-            let mut tf: HashMap<String, u32> = HashMap::new();
-            words
-                .iter()
-                .for_each(|w| *tf.entry(w.to_string()).or_default() += 1);
-            ItemText {
-                tf,
-                len: words.len(),
-                title: HashSet::new(),
-                keywords: HashSet::new(),
-            }
-        };
-        let items = [mk(&["a", "a", "b"]), mk(&["c"])];
-        let c = Corpus::new(&items);
-        let q: BTreeSet<String> = ["a".to_string()].into();
-        let idf = ((2.0f64 - 1.0 + 0.5) / (1.0 + 0.5) + 1.0).ln();
-        let norm = 1.2 * (1.0 - 0.75 + 0.75 * 3.0 / 2.0);
-        let want = idf * 2.0 * 2.2 / (2.0 + norm);
-        assert!((c.bm25(&q, &items[0]) - want).abs() < 1e-12);
-        assert_eq!(c.bm25(&q, &items[1]), 0.0);
     }
 }
