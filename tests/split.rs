@@ -158,7 +158,65 @@ fn shared_real_reviews_split_by_quantiles() {
         },
     )
     .unwrap();
-    assert_eq!(s.train_rows + s.valid_rows + s.test_rows, 5_269);
-    assert!((s.train_rows as f64 / 5_269.0 - 0.8).abs() < 0.02, "{s}");
+    // 1,044 of the 5,269 lines repeat an earlier line exactly (the 2018 release's duplicates;
+    // counted independently with Python's json module): dropped and counted.
+    assert_eq!(s.duplicates, 1_044);
+    assert_eq!(s.train_rows + s.valid_rows + s.test_rows, 5_269 - 1_044);
+    assert!((s.train_rows as f64 / 4_225.0 - 0.8).abs() < 0.02, "{s}");
     let _ = DataType::Int64;
+}
+
+/// Odd but real-looking inputs: each is named, none passes silently.
+#[test]
+fn empty_files_duplicates_seconds_and_a_bom_are_caught() {
+    // an empty file is an error naming it
+    let (_d, ctx) = data_root(&[]);
+    let e = format!(
+        "{:#}",
+        split::run(&ctx, &SplitConfig::default()).unwrap_err()
+    );
+    assert!(
+        e.contains("All_Beauty.jsonl") && e.contains("no reviews"),
+        "{e}"
+    );
+
+    // a byte-order mark on line 1 is accepted
+    let mut lines: Vec<String> = [T - 5, T - 4, V - 3, V + 2]
+        .iter()
+        .enumerate()
+        .map(|(i, &ts)| review(&format!("B{i}"), ts, "text"))
+        .collect();
+    lines[0] = format!("\u{feff}{}", lines[0]);
+    // the same review twice (line 2 again, and line 4 again) is dropped and counted
+    lines.push(lines[1].clone());
+    lines.push(lines[3].clone());
+    let (_d, ctx) = data_root(&lines);
+    let s = split::run(&ctx, &SplitConfig::default()).unwrap();
+    assert_eq!((s.train_rows, s.valid_rows, s.test_rows), (2, 1, 1), "{s}");
+    assert_eq!(s.duplicates, 2);
+    assert!(
+        s.warnings.iter().any(|w| w.contains("2 duplicate")),
+        "{:?}",
+        s.warnings
+    );
+    assert_eq!(
+        ids(&ctx, Split::Train),
+        vec![1, 2],
+        "the first of each duplicate is kept"
+    );
+
+    // timestamps in seconds: warned, and the empty splits are named
+    let lines: Vec<String> = (0..5)
+        .map(|i| review(&format!("B{i}"), (T - 1000 * i) / 1000, "text"))
+        .collect();
+    let (_d, ctx) = data_root(&lines);
+    let s = split::run(&ctx, &SplitConfig::default()).unwrap();
+    assert_eq!(s.train_rows, 5);
+    let all = s.warnings.join("\n");
+    assert!(all.contains("look like seconds"), "{all}");
+    assert!(
+        all.contains("valid split is empty") && all.contains("test split is empty"),
+        "{all}"
+    );
+    assert!(s.to_string().contains("warning: "), "{s}");
 }

@@ -65,6 +65,11 @@ fn read_jsonl<T: Send>(
                 line: line_no,
                 message: "not valid UTF-8".into(),
             });
+            // A UTF-8 byte-order mark (Windows editors write one) is not part of the JSON.
+            let line = line.map(|l| match (line_no, l.strip_prefix('\u{feff}')) {
+                (1, Some(rest)) => rest.to_string(),
+                _ => l,
+            });
             match line {
                 Ok(l) if l.trim().is_empty() => {}
                 Ok(l) => chunk.push((line_no, l)),

@@ -45,6 +45,12 @@ pub struct SplitSummary {
     pub source: PathBuf,
     pub lines: usize,
     pub skipped_lines: usize,
+    /// Exact duplicate reviews dropped (all fields equal but the line number).
+    #[serde(default)]
+    pub duplicates: usize,
+    /// What looked wrong with the input (also printed on stderr as it is found).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     #[serde(skip)]
     pub skipped_examples: Vec<String>,
     pub train_end: i64,
@@ -85,14 +91,18 @@ impl std::fmt::Display for SplitSummary {
         let total = self.train_rows + self.valid_rows + self.test_rows;
         writeln!(
             f,
-            "etl split: {} reviews from {} ({} bad lines skipped) in {:.1}s",
+            "etl split: {} reviews from {} ({} bad lines skipped, {} duplicates dropped) in {:.1}s",
             thousands(total),
             self.source.display(),
             thousands(self.skipped_lines),
+            thousands(self.duplicates),
             self.elapsed.as_secs_f64()
         )?;
         for e in &self.skipped_examples {
             writeln!(f, "  skipped: {e}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "  warning: {w}")?;
         }
         writeln!(
             f,
@@ -191,6 +201,9 @@ fn seen_in_train(labelled: &LazyFrame, split: Split) -> Result<((usize, usize), 
     Ok(((seen_items, n(items)?), (seen_reviews, n(part)?)))
 }
 
+/// Timestamps all below this (1973-03-03 in milliseconds) look like seconds.
+const SECONDS_LIKE_BELOW: i64 = 100_000_000_000;
+
 /// Reads `raw/{Cat}.jsonl[.gz]`, writes `processed/reviews_{train,valid,test}.parquet` and `split.json`.
 pub fn run(ctx: &Ctx, cfg: &SplitConfig) -> Result<SplitSummary> {
     let start = Instant::now();
@@ -202,8 +215,51 @@ pub fn run(ctx: &Ctx, cfg: &SplitConfig) -> Result<SplitSummary> {
             quiet: ctx.quiet,
         },
     )?;
+    ensure!(
+        read.frame.height() > 0,
+        "{}: no reviews to split ({} lines{}): check the file",
+        source.display(),
+        thousands(read.lines),
+        if read.skipped > 0 {
+            format!(", {} skipped as malformed", thousands(read.skipped))
+        } else {
+            String::new()
+        }
+    );
+    let mut warnings = Vec::new();
+    // The same review twice (a file concatenated with itself, a re-download appended): keep the
+    // first, count the rest. review_id is the line number, so it is left out of the comparison.
+    let before = read.frame.height();
+    let subset: Vec<Expr> = read
+        .frame
+        .get_column_names()
+        .into_iter()
+        .filter(|c| c.as_str() != cols::REVIEW_ID)
+        .map(|c| col(c.clone()))
+        .collect();
+    let frame = read
+        .frame
+        .lazy()
+        .unique_stable_generic(Some(subset), UniqueKeepStrategy::First)
+        .collect()?;
+    let duplicates = before - frame.height();
+    if duplicates > 0 {
+        warnings.push(format!(
+            "{} duplicate review lines (same user, item, time and text as an earlier line) dropped",
+            thousands(duplicates)
+        ));
+    }
+    let max_ts = frame.column(cols::TIMESTAMP)?.i64()?.max().unwrap_or(0);
+    if max_ts < SECONDS_LIKE_BELOW {
+        warnings.push(format!(
+            "every timestamp is below {SECONDS_LIKE_BELOW} (latest {max_ts} = {} read as \
+             milliseconds): they look like seconds since 1970, while Amazon Reviews 2023 counts \
+             milliseconds; multiply them by 1000",
+            utc(max_ts)
+        ));
+    }
     let (train_end, valid_end) = match &cfg.quantiles {
-        Some(q) => quantile_cutoffs(read.frame.clone().lazy(), q)?,
+        Some(q) => quantile_cutoffs(frame.clone().lazy(), q)?,
         None => (cfg.train_end, cfg.valid_end),
     };
     ensure!(
@@ -211,7 +267,7 @@ pub fn run(ctx: &Ctx, cfg: &SplitConfig) -> Result<SplitSummary> {
         "--train-end ({train_end}) must not be after --valid-end ({valid_end})"
     );
 
-    let labelled = assign_split(read.frame.lazy(), train_end, valid_end)
+    let labelled = assign_split(frame.lazy(), train_end, valid_end)
         .collect()?
         .lazy();
     let mut rows = [0usize; 3];
@@ -224,12 +280,27 @@ pub fn run(ctx: &Ctx, cfg: &SplitConfig) -> Result<SplitSummary> {
         rows[i] = part.height();
         write_parquet(&mut part, &ctx.layout.reviews(split))?;
     }
+    for (i, split) in Split::ALL.into_iter().enumerate() {
+        if rows[i] == 0 {
+            warnings.push(format!(
+                "the {split} split is empty: the cut-offs ({} / {}) leave no review there; \
+                 set --train-end/--valid-end inside the data's time range or use --quantiles",
+                utc(train_end),
+                utc(valid_end)
+            ));
+        }
+    }
+    for w in &warnings {
+        eprintln!("warning: {}: {w}", source.display());
+    }
     let (valid_items_seen, valid_reviews_seen) = seen_in_train(&labelled, Split::Valid)?;
     let (test_items_seen, test_reviews_seen) = seen_in_train(&labelled, Split::Test)?;
     let summary = SplitSummary {
         source,
         lines: read.lines,
         skipped_lines: read.skipped,
+        duplicates,
+        warnings,
         skipped_examples: read.skipped_examples,
         train_end,
         valid_end,
