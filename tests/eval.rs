@@ -22,16 +22,26 @@ fn pipeline() -> (tempfile::TempDir, Ctx) {
 
 /// Synthetic root → keywords → items → index with the tiny BERT.
 fn pipeline_of(reviews: usize, items: usize) -> (tempfile::TempDir, Ctx) {
+    indexed(reviews, items, 48, None)
+}
+
+/// The same with the index's sequence length and item count chosen.
+fn indexed(
+    reviews: usize,
+    items: usize,
+    max_length: usize,
+    max_items: Option<usize>,
+) -> (tempfile::TempDir, Ctx) {
     let (dir, ctx) = common::synth_root(reviews, items);
     common::keywords_all(&ctx);
     build_items::run(&ctx, &BuildItemsConfig::default()).unwrap();
     let cfg = IndexBuildConfig {
         encoder: EncoderArgs {
             model: common::fixture("encoder/tiny-bert"),
-            max_length: Some(48),
+            max_length: Some(max_length),
             ..EncoderArgs::default()
         },
-        max_items: None,
+        max_items,
     };
     index::build(&ctx, &cfg).unwrap();
     (dir, ctx)
@@ -317,4 +327,31 @@ fn failed_keyword_extractions_are_counted_as_empty_queries() {
     assert_eq!(s.reviews, n, "no review is lost");
     assert!(s.empty_queries >= n.div_ceil(4), "{s}");
     assert_eq!(s.queries + s.empty_queries + s.not_in_index, n);
+}
+
+#[test]
+fn recall_over_all_reviews_counts_unindexed_targets_as_misses() {
+    let (_dir, ctx) = indexed(1_500, 150, 32, Some(75));
+    let s = retrieve_with(&ctx, Retriever::Popularity, 100);
+    assert!(s.not_in_index > 0, "{s}");
+    let run = eval::score_file("popularity", &s.out).unwrap();
+    let all = run
+        .over_all
+        .as_ref()
+        .expect("the record counts the split's reviews");
+    assert_eq!(all.queries, s.reviews);
+    assert_eq!(run.metrics.queries, s.queries);
+    for (a, f) in all.recall.iter().zip(&run.metrics.recall) {
+        assert_eq!(a.hits, f.hits);
+        let expected = f.hits as f64 / s.reviews as f64;
+        assert!(
+            (a.recall - expected).abs() < 1e-12,
+            "{} vs {expected}",
+            a.recall
+        );
+    }
+    // every indexed item is among 100 popularity candidates of 75 items: findable R@100 = 1
+    assert_eq!(run.metrics.recall_at(100), Some(1.0));
+    assert!(all.recall_at(100).unwrap() < 1.0);
+    assert!(!run.estimated);
 }

@@ -58,6 +58,13 @@ pub struct Run {
     pub model: String,
     #[serde(flatten)]
     pub metrics: Metrics,
+    /// The same over every review of the split (unqueried reviews count as misses), when the
+    /// candidates record says how many reviews the split had.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_all: Option<Metrics>,
+    /// `over_all` is an estimate: the run sampled its queries (`--max-queries`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
     /// For `retrieve --ann` runs: the ANN top-K's recall of the exact top-K on a sample.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ann: Option<AnnRecall>,
@@ -99,26 +106,40 @@ impl fmt::Display for EvalReport {
             .unwrap_or(0)
             .max(9);
         if !self.runs.is_empty() {
-            writeln!(f, "eval {} — stage 1 (retrieval)", self.split)?;
-            write!(f, "{:<width$}  {:>8}", "run", "queries")?;
+            writeln!(
+                f,
+                "eval {} — stage 1 (retrieval); over: all = every review of the split (an item not \
+                 in the index is a miss), findable = reviews whose item is in the index",
+                self.split
+            )?;
+            write!(f, "{:<width$}  {:<8}  {:>8}", "run", "over", "queries")?;
             for k in KS {
                 write!(f, "  {:>14}", format!("R@{k}"))?;
             }
             writeln!(f, "  {:>7}", "MRR")?;
             for r in &self.runs {
-                write!(
-                    f,
-                    "{:<width$}  {:>8}",
-                    r.label(),
-                    io::thousands(r.metrics.queries)
-                )?;
-                for k in KS {
-                    match r.metrics.recall.iter().find(|x| x.k == k) {
-                        Some(x) => write!(f, "  {:>14}", format!("{:.4} ({})", x.recall, x.hits))?,
-                        None => write!(f, "  {:>14}", "-")?,
-                    }
+                let label = r.label();
+                let mut rows = vec![("findable", &r.metrics)];
+                if let Some(all) = &r.over_all {
+                    rows.insert(0, (if r.estimated { "all est." } else { "all" }, all));
                 }
-                writeln!(f, "  {:>7.4}", r.metrics.mrr)?;
+                for (i, (over, m)) in rows.into_iter().enumerate() {
+                    let name = if i == 0 { label.as_str() } else { "" };
+                    write!(
+                        f,
+                        "{name:<width$}  {over:<8}  {:>8}",
+                        io::thousands(m.queries)
+                    )?;
+                    for k in KS {
+                        match m.recall.iter().find(|x| x.k == k) {
+                            Some(x) => {
+                                write!(f, "  {:>14}", format!("{:.4} ({})", x.recall, x.hits))?
+                            }
+                            None => write!(f, "  {:>14}", "-")?,
+                        }
+                    }
+                    writeln!(f, "  {:>7.4}", m.mrr)?;
+                }
             }
             for r in &self.runs {
                 if let Some(a) = r.ann {
@@ -240,13 +261,27 @@ pub fn score_file(name: &str, file: &Path) -> Result<Run> {
             .unwrap_or("")
             .to_string())
     };
-    let ann = CandidatesRecord::read_optional(file)?.and_then(|r| r.ann);
+    let record = CandidatesRecord::read_optional(file)?;
+    let ann = record.as_ref().and_then(|r| r.ann);
+    let counts = record.and_then(|r| r.reviews.zip(r.findable));
+    let estimated = counts.is_some_and(|(_, findable)| ranks.len() < findable);
+    let over_all = counts.map(|(reviews, findable)| {
+        // Reviews not queried (empty query, item not in the index); scaled to the sample's size
+        // when the run sampled its queries.
+        let unqueried = reviews.saturating_sub(findable) as f64;
+        let extra = (unqueried * ranks.len() as f64 / findable.max(1) as f64).round() as usize;
+        let mut all = ranks.clone();
+        all.extend(std::iter::repeat_n(None, extra));
+        Metrics::from_ranks(&all, &KS)
+    });
     Ok(Run {
         name: name.to_string(),
         file: file.to_path_buf(),
         retriever: first(cols::RETRIEVER)?,
         model: first(cols::MODEL)?,
         metrics: Metrics::from_ranks(&ranks, &KS),
+        over_all,
+        estimated,
         ann,
     })
 }

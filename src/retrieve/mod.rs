@@ -180,6 +180,12 @@ pub struct CandidatesRecord {
     pub query: QuerySettings,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ann: Option<AnnRecall>,
+    /// Reviews of the split, and those that could be queried (non-empty query, item in the index)
+    /// before any `--max-queries` sample: what `eval` needs for recall over all reviews.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviews: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findable: Option<usize>,
 }
 
 impl CandidatesRecord {

@@ -64,6 +64,20 @@ impl RetrieveConfig {
     }
 }
 
+impl RetrieveConfig {
+    /// The run's name in its file name: `--name`, else none for an exact dense run, else the
+    /// retriever's (`bm25`, `dense_ann`, …).
+    pub fn run_name(&self) -> Option<String> {
+        self.name
+            .clone()
+            .or_else(|| match (self.retriever, self.ann) {
+                (RetrieverKind::Dense, false) => None,
+                (r, true) => Some(format!("{}_ann", r.as_str())),
+                (r, false) => Some(r.as_str().to_string()),
+            })
+    }
+}
+
 #[derive(Debug)]
 pub struct RetrieveSummary {
     pub split: Split,
@@ -162,6 +176,7 @@ pub fn run(ctx: &Ctx, cfg: &RetrieveConfig) -> Result<RetrieveSummary> {
             });
         }
     }
+    let findable = queries.len();
     let sampled = cfg.max_queries.is_some_and(|n| n < queries.len());
     if let Some(n) = cfg.max_queries.filter(|_| sampled) {
         let mut keep = vec![false; queries.len()];
@@ -185,12 +200,7 @@ pub fn run(ctx: &Ctx, cfg: &RetrieveConfig) -> Result<RetrieveSummary> {
     let search_s = t_search.elapsed().as_secs_f64() - stats.encode_s;
     let model = retriever.model().to_string();
 
-    let name = cfg.name.clone().or_else(|| match (cfg.retriever, cfg.ann) {
-        (RetrieverKind::Dense, false) => None,
-        (r, true) => Some(format!("{}_ann", r.as_str())),
-        (r, false) => Some(r.as_str().to_string()),
-    });
-    let out = ctx.layout.candidates(cfg.split, name.as_deref());
+    let out = ctx.layout.candidates(cfg.split, cfg.run_name().as_deref());
     let mut df = candidates_frame(&queries, &lists, &items.asins, retriever.name(), &model)?;
     io::write_parquet(&mut df, &out)?;
     let record = CandidatesRecord {
@@ -199,6 +209,8 @@ pub fn run(ctx: &Ctx, cfg: &RetrieveConfig) -> Result<RetrieveSummary> {
         top_k: cfg.top_k,
         query: cfg.query,
         ann: stats.ann_recall,
+        reviews: Some(reviews),
+        findable: Some(findable),
     };
     io::write_json(&CandidatesRecord::path(&out), &record)?;
     Ok(RetrieveSummary {
