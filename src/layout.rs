@@ -39,6 +39,9 @@ impl fmt::Display for Split {
 pub struct Layout {
     pub root: PathBuf,
     pub category: String,
+    /// `--index NAME`: the item table `items_{NAME}` instead of `items` (e.g. the fine-tuned
+    /// model's vectors beside the base model's).
+    pub index: Option<String>,
 }
 
 impl Layout {
@@ -46,6 +49,15 @@ impl Layout {
         Layout {
             root: root.into(),
             category: category.to_string(),
+            index: None,
+        }
+    }
+
+    /// The LanceDB table of the item index: `items`, or `items_{name}` for a named index.
+    pub fn index_table(&self) -> String {
+        match &self.index {
+            Some(n) => format!("{}_{n}", crate::index::TABLE),
+            None => crate::index::TABLE.to_string(),
         }
     }
 
@@ -124,6 +136,18 @@ impl Layout {
     /// The Recall@K curves of `eval`.
     pub fn recall_plot(&self, split: Split) -> PathBuf {
         self.evaluation_dir().join(format!("recall_{split}.svg"))
+    }
+    /// Records of `recsys pipeline`: one `{stage}.json` per finished stage.
+    pub fn pipeline_dir(&self) -> PathBuf {
+        self.root.join("pipeline")
+    }
+    /// The run report of `recsys pipeline`.
+    pub fn report(&self) -> PathBuf {
+        self.evaluation_dir().join("report.md")
+    }
+    /// Fine-tuning's valid Recall@10 over steps, drawn for the report.
+    pub fn training_curve(&self) -> PathBuf {
+        self.evaluation_dir().join("training_curve.svg")
     }
     /// Cutoffs and counts of the last `etl split`, for later stages.
     pub fn split_info(&self) -> PathBuf {

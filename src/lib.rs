@@ -6,6 +6,7 @@
 pub mod alloc;
 pub mod cli;
 pub mod cols;
+pub mod config;
 pub mod context;
 pub mod data;
 pub mod encoder;
@@ -17,6 +18,7 @@ pub mod io;
 pub mod layout;
 pub mod llm;
 pub mod metrics;
+pub mod pipeline;
 pub mod rank;
 pub mod retrieve;
 pub mod train;

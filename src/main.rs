@@ -1,10 +1,12 @@
 //! The `recsys` command line: argument parsing and dispatch only; the work lives in the library.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use recsys::Ctx;
+use recsys::config::{self, Settings};
 use recsys::data::synth::{self, SynthConfig};
 use recsys::etl::build_items::{self, BuildItemsConfig};
 use recsys::etl::keywords::{self, KeywordsConfig};
@@ -13,6 +15,7 @@ use recsys::etl::split::{self, SplitConfig};
 use recsys::etl::summaries::{self, SummariesConfig};
 use recsys::eval::{self, EvalConfig};
 use recsys::index::{self, IndexBuildConfig, SearchConfig};
+use recsys::pipeline::{self, PipelineConfig};
 use recsys::rank::{self, RankerConfig, RerankConfig};
 use recsys::retrieve::{self, RetrieveConfig};
 use recsys::train::negatives::{self, MineConfig};
@@ -37,6 +40,14 @@ struct Cli {
     /// Hide progress bars and summaries
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Settings file: a [section] per stage, keys named as the flags (`recsys config init` writes
+    /// one); flags on the command line win [default: ./recsys.toml when it exists]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Item index table: `items` (default) or `items_{NAME}`, e.g. `--index finetuned` for the
+    /// fine-tuned model's vectors beside the base model's
+    #[arg(long, global = true, value_name = "NAME")]
+    index: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,8 +75,27 @@ enum Command {
     Eval(EvalConfig),
     /// Re-rank a split's candidates with the XGBoost ranker → evaluation/reranked_{split}.parquet
     Rerank(RerankConfig),
-    /// Run every stage in order (not implemented yet)
-    Pipeline(NotYet),
+    /// Every stage in order, each only when missing or stale (settings or inputs changed), from
+    /// the settings file; ends with evaluation/report.md
+    Pipeline(PipelineConfig),
+    /// One line per pipeline stage: up to date or stale (and why), when made, time, peak memory
+    Status,
+    /// The settings file: show the effective settings, or write a commented default file
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print every stage's effective settings (file values and defaults, marked)
+    Show,
+    /// Write a commented settings file with every key at its default (to --config, else
+    /// ./recsys.toml)
+    Init {
+        /// Overwrite an existing file
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,24 +137,71 @@ enum TrainCommand {
     Ranker(RankerConfig),
 }
 
-/// A command that exists in the design but is not built yet: it takes any arguments and exits 2.
-#[derive(Args, Debug)]
-struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
+/// `--config FILE` / `--config=FILE` of the raw command line.
+fn config_flag(argv: &[OsString]) -> Option<PathBuf> {
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    None
 }
 
-fn not_implemented(what: &str) -> ExitCode {
-    eprintln!(
-        "recsys {what}: not implemented yet (see DESIGN.md and the open issues); nothing was written"
+/// The command line with the settings file's values spliced in before the flags given.
+fn parse() -> Result<(Cli, Settings), ExitCode> {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let root = config::overriding(Cli::command());
+    let path = config::subcommand_path(&root, &argv);
+    let init = path.iter().map(String::as_str).eq(["config", "init"]);
+    let settings = match config_flag(&argv) {
+        _ if init => Ok(Settings::default()),
+        explicit => Settings::load(explicit.as_deref()),
+    };
+    let settings = settings.map_err(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
+    })?;
+    let argv = settings.splice(&root, argv);
+    let m = root.get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
+    Ok((cli, settings))
+}
+
+fn config_init(cli: &Cli, force: bool) -> anyhow::Result<String> {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_FILE));
+    anyhow::ensure!(
+        force || !path.exists(),
+        "{} exists; pass --force to overwrite it",
+        path.display()
     );
-    ExitCode::from(2)
+    recsys::io::write_atomic(&path, |tmp| {
+        std::fs::write(tmp, config::template()).map_err(anyhow::Error::from)
+    })?;
+    Ok(format!(
+        "wrote {} (every key at its default, commented out)",
+        path.display()
+    ))
 }
 
 fn main() -> ExitCode {
     recsys::alloc::keep_freed_memory();
-    let cli = Cli::parse();
-    let ctx = Ctx::new(&cli.data_dir, &cli.category, cli.seed, cli.quiet);
+    let (cli, settings) = match parse() {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let mut ctx = Ctx::new(&cli.data_dir, &cli.category, cli.seed, cli.quiet);
+    ctx.layout.index = cli.index.clone();
     let result: anyhow::Result<String> = match &cli.command {
         Command::Data(DataCommand::Synth(cfg)) => synth::run(&ctx, cfg).map(|s| s.to_string()),
         Command::Etl(EtlCommand::Split(cfg)) => split::run(&ctx, cfg).map(|s| s.to_string()),
@@ -148,7 +225,19 @@ fn main() -> ExitCode {
         Command::Retrieve(cfg) => retrieve::run(&ctx, cfg).map(|s| s.to_string()),
         Command::Eval(cfg) => eval::run(&ctx, cfg).map(|s| s.to_string()),
         Command::Rerank(cfg) => rank::rerank(&ctx, cfg).map(|s| s.to_string()),
-        Command::Pipeline(_) => return not_implemented("pipeline"),
+        Command::Pipeline(cfg) => pipeline::run(&ctx, cfg, &settings).map(|s| s.to_string()),
+        Command::Status => settings
+            .config::<PipelineConfig>("pipeline", &[])
+            .and_then(|pc| pipeline::status(&ctx, &pc, &settings)),
+        Command::Config(ConfigCommand::Show) => Ok(config::show(
+            &settings,
+            &[
+                ("data_dir", cli.data_dir.display().to_string()),
+                ("category", cli.category.clone()),
+                ("seed", cli.seed.to_string()),
+            ],
+        )),
+        Command::Config(ConfigCommand::Init { force }) => config_init(&cli, *force),
     };
     match result {
         Ok(summary) => {

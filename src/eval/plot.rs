@@ -1,4 +1,5 @@
-//! The Recall@K curve as a standalone SVG: one line per run, K on a log axis.
+//! Line charts as standalone SVG: the Recall@K curves (one line per run, K on a log axis) and
+//! the report's training curve.
 
 use std::fmt::Write;
 
@@ -20,19 +21,66 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// One line of a chart: its label and (x, y) points, y in [0, 1].
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// The x axis of a chart.
+pub struct XAxis {
+    pub label: &'static str,
+    pub log: bool,
+    /// Where the vertical grid lines and tick labels go.
+    pub ticks: Vec<f64>,
+}
+
 /// An SVG document plotting Recall@K of every run (y from 0 to 1).
 pub fn recall_svg(title: &str, runs: &[Run]) -> String {
-    let ks: Vec<usize> = runs
+    let mut ticks: Vec<f64> = runs
         .iter()
-        .flat_map(|r| r.metrics.recall.iter().map(|x| x.k))
+        .flat_map(|r| r.metrics.recall.iter().map(|x| x.k as f64))
         .collect();
-    let (kmin, kmax) = (
-        ks.iter().copied().min().unwrap_or(1).max(1) as f64,
-        ks.iter().copied().max().unwrap_or(100).max(2) as f64,
-    );
+    ticks.sort_by(f64::total_cmp);
+    ticks.dedup();
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|r| Series {
+            label: r.label(),
+            points: r
+                .metrics
+                .recall
+                .iter()
+                .map(|p| (p.k as f64, p.recall))
+                .collect(),
+        })
+        .collect();
+    let x = XAxis {
+        label: "K (log scale)",
+        log: true,
+        ticks,
+    };
+    line_svg(title, &x, "Recall@K", &series)
+}
+
+/// A line chart as a standalone SVG document, y from 0 to 1, one colour per series.
+pub fn line_svg(title: &str, xa: &XAxis, y_label: &str, series: &[Series]) -> String {
+    let f = |v: f64| if xa.log { v.max(1e-9).ln() } else { v };
+    let xs = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .chain(xa.ticks.iter().copied());
+    let (lo, hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(f(v)), b.max(f(v)))
+    });
+    let (lo, hi) = if lo.is_finite() && hi > lo {
+        (lo, hi)
+    } else {
+        (0.0, 1.0)
+    };
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
-    let x = |k: usize| LEFT + ((k as f64).ln() - kmin.ln()) / (kmax.ln() - kmin.ln()) * pw;
+    let x = |v: f64| LEFT + (f(v) - lo) / (hi - lo) * pw;
     let y = |r: f64| TOP + (1.0 - r.clamp(0.0, 1.0)) * ph;
     let mut s = String::new();
     let _ = writeln!(
@@ -57,10 +105,7 @@ pub fn recall_svg(title: &str, runs: &[Run]) -> String {
             yy = y(r)
         );
     }
-    let mut axis_ks = ks.clone();
-    axis_ks.sort_unstable();
-    axis_ks.dedup();
-    for &k in &axis_ks {
+    for &k in &xa.ticks {
         let _ = writeln!(
             s,
             r##"<line x1="{xx}" x2="{xx}" y1="{TOP}" y2="{}" stroke="#e5e5e5"/><text x="{xx}" y="{}" text-anchor="middle">{k}</text>"##,
@@ -71,34 +116,33 @@ pub fn recall_svg(title: &str, runs: &[Run]) -> String {
     }
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="{}" text-anchor="middle">K (log scale)</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">Recall@K</text>"#,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">{}</text>"#,
         LEFT + pw / 2.0,
         H - 10.0,
+        esc(xa.label),
         TOP + ph / 2.0,
-        TOP + ph / 2.0
+        TOP + ph / 2.0,
+        esc(y_label)
     );
-    for (i, run) in runs.iter().enumerate() {
+    for (i, line) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
-        let pts: Vec<String> = run
-            .metrics
-            .recall
+        let pts: Vec<String> = line
+            .points
             .iter()
-            .map(|p| format!("{:.1},{:.1}", x(p.k), y(p.recall)))
+            .map(|&(px, py)| format!("{:.1},{:.1}", x(px), y(py)))
             .collect();
         let _ = writeln!(
             s,
             r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
             pts.join(" ")
         );
-        for p in &run.metrics.recall {
+        for &(px, py) in &line.points {
             let _ = writeln!(
                 s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{} R@{} = {:.4}</title></circle>"#,
-                x(p.k),
-                y(p.recall),
-                esc(&run.label()),
-                p.k,
-                p.recall
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{} at {px} = {py:.4}</title></circle>"#,
+                x(px),
+                y(py),
+                esc(&line.label),
             );
         }
         let ly = TOP + 10.0 + i as f64 * 20.0;
@@ -109,7 +153,7 @@ pub fn recall_svg(title: &str, runs: &[Run]) -> String {
             W - RIGHT + 35.0,
             W - RIGHT + 40.0,
             ly + 4.0,
-            esc(&run.label())
+            esc(&line.label)
         );
     }
     s.push_str("</svg>\n");

@@ -9,7 +9,7 @@ use arrow_array::RecordBatch;
 use lancedb::index::Index;
 use lancedb::index::scalar::FtsIndexBuilder;
 
-use super::{TABLE, arrow, recover, runtime, table_dir};
+use super::{arrow, recover, runtime, table_dir};
 use crate::cols;
 use crate::context::Ctx;
 use crate::encoder::{self, Encoder, EncoderArgs, ModelInfo};
@@ -97,21 +97,22 @@ pub fn build(ctx: &Ctx, cfg: &IndexBuildConfig) -> Result<BuildSummary> {
     let encode_s = t_enc.elapsed().as_secs_f64();
     let batches = arrow::item_batches(&items, &items_path, &vectors, &enc.info)?;
     let db = ctx.layout.lancedb_dir();
-    write_table(&db, batches)?;
+    let table = ctx.layout.index_table();
+    write_table(&db, &table, batches)?;
     Ok(BuildSummary {
         items: items.height(),
         model: enc.info,
         texts_per_s: rate,
         encode_s,
         total_s: t0.elapsed().as_secs_f64(),
-        table: table_dir(&db),
+        table: table_dir(&db, &table),
     })
 }
 
 /// Writes the table into `db/.staging-PID`, builds the full-text index there, then swaps it in.
-fn write_table(db: &Path, batches: Vec<RecordBatch>) -> Result<()> {
+fn write_table(db: &Path, name: &str, batches: Vec<RecordBatch>) -> Result<()> {
     std::fs::create_dir_all(db).with_context(|| format!("creating {}", db.display()))?;
-    recover(db)?;
+    recover(db, name)?;
     for e in std::fs::read_dir(db)?.flatten() {
         // leftovers of a crashed build (never the live table)
         if e.file_name().to_string_lossy().starts_with(".staging-") {
@@ -125,7 +126,7 @@ fn write_table(db: &Path, batches: Vec<RecordBatch>) -> Result<()> {
         let conn = lancedb::connect(&staging.to_string_lossy())
             .execute()
             .await?;
-        let table = conn.create_table(TABLE, batches).execute().await?;
+        let table = conn.create_table(name, batches).execute().await?;
         table
             .create_index(
                 &[crate::cols::EMBEDDING_TEXT],
@@ -136,12 +137,12 @@ fn write_table(db: &Path, batches: Vec<RecordBatch>) -> Result<()> {
         anyhow::Ok(())
     })
     .with_context(|| format!("writing the LanceDB table under {}", staging.display()))?;
-    let live = table_dir(db);
-    let old = db.join(format!(".{TABLE}.lance.old-{}", std::process::id()));
+    let live = table_dir(db, name);
+    let old = db.join(format!(".{name}.lance.old-{}", std::process::id()));
     if live.exists() {
         std::fs::rename(&live, &old).with_context(|| format!("moving {} aside", live.display()))?;
     }
-    std::fs::rename(table_dir(&staging), &live)
+    std::fs::rename(table_dir(&staging, name), &live)
         .with_context(|| format!("moving the new table to {}", live.display()))?;
     drop(staged);
     if old.exists() {

@@ -29,7 +29,7 @@ use crate::cols;
 use crate::context::Ctx;
 use crate::encoder::{self, Embeddings, Encoder, EncoderArgs, ModelInfo};
 
-/// Name of the item table inside `data/lancedb`.
+/// Name of the default item table inside `data/lancedb` (a named index is `items_{name}`).
 pub const TABLE: &str = "items";
 /// Schema-metadata key holding the JSON [`ModelInfo`].
 pub const MODEL_KEY: &str = "recsys.model";
@@ -44,18 +44,18 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-pub(crate) fn table_dir(db: &Path) -> PathBuf {
-    db.join(format!("{TABLE}.lance"))
+pub(crate) fn table_dir(db: &Path, table: &str) -> PathBuf {
+    db.join(format!("{table}.lance"))
 }
 
-/// A crash between the two renames of `write_table` leaves only `.items.lance.old-PID`:
+/// A crash between the two renames of `write_table` leaves only `.{table}.lance.old-PID`:
 /// put it back.
-pub(crate) fn recover(db: &Path) -> Result<()> {
-    let live = table_dir(db);
+pub(crate) fn recover(db: &Path, table: &str) -> Result<()> {
+    let live = table_dir(db, table);
     if live.exists() || !db.is_dir() {
         return Ok(());
     }
-    let prefix = format!(".{TABLE}.lance.old-");
+    let prefix = format!(".{table}.lance.old-");
     let old = std::fs::read_dir(db)?
         .flatten()
         .find(|e| e.file_name().to_string_lossy().starts_with(&prefix));
@@ -96,14 +96,20 @@ pub struct ItemIndex {
 }
 
 impl ItemIndex {
-    /// Opens `data/lancedb/items.lance`, with a clear error when it was never built.
+    /// Opens `data/lancedb/items.lance` (or the `--index` named one), with a clear error when it
+    /// was never built.
     pub fn open(ctx: &Ctx) -> Result<Self> {
         let db = ctx.layout.lancedb_dir();
-        recover(&db)?;
-        let path = table_dir(&db);
+        let name = ctx.layout.index_table();
+        recover(&db, &name)?;
+        let path = table_dir(&db, &name);
         if !path.is_dir() {
+            let how = match &ctx.layout.index {
+                Some(n) => format!("recsys --index {n} index build"),
+                None => "recsys index build".to_string(),
+            };
             bail!(
-                "{} not found: build the item index first with `recsys index build`",
+                "{} not found: build the item index first with `{how}`",
                 path.display()
             );
         }
@@ -111,7 +117,7 @@ impl ItemIndex {
         let (table, schema, rows) = rt
             .block_on(async {
                 let conn = lancedb::connect(&db.to_string_lossy()).execute().await?;
-                let table = conn.open_table(TABLE).execute().await?;
+                let table = conn.open_table(&name).execute().await?;
                 let schema = table.schema().await?;
                 let rows = table.count_rows(None).await?;
                 anyhow::Ok((table, schema, rows))

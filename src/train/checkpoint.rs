@@ -86,7 +86,7 @@ pub(super) fn resolve_run(
 }
 
 /// Complete checkpoints of a run, `(dir, step)`, oldest first.
-pub(super) fn checkpoints(output: &Path) -> Result<Vec<(PathBuf, usize)>> {
+pub fn checkpoints(output: &Path) -> Result<Vec<(PathBuf, usize)>> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(output) else {
         return Ok(out);

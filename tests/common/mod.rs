@@ -72,6 +72,13 @@ pub fn files_under(dir: &Path) -> Vec<String> {
 
 /// A synthetic data root, split by quantiles (synthetic time spans differ from the seed's).
 pub fn synth_root(reviews: usize, items: usize) -> (tempfile::TempDir, Ctx) {
+    let (dir, ctx) = synth_raw(reviews, items);
+    split_by_quantiles(&ctx);
+    (dir, ctx)
+}
+
+/// A data root with synthetic raw files only (seed 5).
+pub fn synth_raw(reviews: usize, items: usize) -> (tempfile::TempDir, Ctx) {
     let dir = tempfile::tempdir().unwrap();
     let ctx = Ctx::new(dir.path(), "All_Beauty", 5, true);
     synth::run(
@@ -84,7 +91,6 @@ pub fn synth_root(reviews: usize, items: usize) -> (tempfile::TempDir, Ctx) {
         },
     )
     .unwrap();
-    split_by_quantiles(&ctx);
     (dir, ctx)
 }
 
