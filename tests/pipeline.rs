@@ -58,8 +58,17 @@ fn write_settings(dir: &Path, text: &str) -> PathBuf {
     p
 }
 
-fn run(ctx: &Ctx, settings: &Path, pc: PipelineConfig) -> Vec<StageName> {
+/// `recsys pipeline` with the file's `[pipeline]` section and these run flags (the binary gets the
+/// same merge from its command line).
+fn run(ctx: &Ctx, settings: &Path, flags: PipelineConfig) -> Vec<StageName> {
     let s = Settings::read(settings).unwrap();
+    let pc = PipelineConfig {
+        from: flags.from,
+        to: flags.to,
+        force: flags.force,
+        dry_run: flags.dry_run,
+        ..s.config("pipeline", &[]).unwrap()
+    };
     pipeline::run(ctx, &pc, &s).unwrap().ran()
 }
 
@@ -85,12 +94,8 @@ fn second_run_runs_nothing_and_a_change_reruns_exactly_what_depends_on_it() {
     let t = Instant::now();
     assert_eq!(run(&ctx, &file, PipelineConfig::default()), vec![]);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-    let status = pipeline::status(
-        &ctx,
-        &PipelineConfig::default(),
-        &Settings::read(&file).unwrap(),
-    )
-    .unwrap();
+    let s = Settings::read(&file).unwrap();
+    let status = pipeline::status(&ctx, &s.config("pipeline", &[]).unwrap(), &s).unwrap();
     assert_eq!(status.matches("up to date").count(), 14, "{status}");
 
     // retrieve.top_k: both stage-1 runs and everything reading their candidates; not the
@@ -317,4 +322,20 @@ fn killed_in_etl_index_and_training_it_ends_as_an_uninterrupted_run() {
     // And a further run has nothing to do.
     let (log, _) = pipeline_bin(&root, &file, None);
     assert!(!log.contains(": running"), "{log}");
+}
+
+/// Without fine-tuning and ranker (and so without a training curve) a finished run is also final.
+#[test]
+fn a_run_without_the_optional_stages_is_up_to_date_after_it() {
+    let (dir, ctx) = common::synth_raw(600, 60);
+    let text = settings_text(10, 2).replace(
+        "[pipeline]\n",
+        "[pipeline]\nno_finetune = true\nno_ranker = true\n",
+    );
+    let file = write_settings(dir.path(), &text);
+    let ran = run(&ctx, &file, PipelineConfig::default());
+    assert!(!ran.contains(&StageName::TrainRetriever) && !ran.contains(&StageName::Rerank));
+    assert_eq!(ran.last(), Some(&StageName::Report));
+    assert!(!ctx.layout.training_curve().exists());
+    assert_eq!(run(&ctx, &file, PipelineConfig::default()), vec![]);
 }

@@ -5,10 +5,10 @@ use std::fmt::Write;
 
 use super::Run;
 
-const W: f64 = 760.0;
+const W: f64 = 880.0;
 const H: f64 = 460.0;
 const LEFT: f64 = 60.0;
-const RIGHT: f64 = 250.0;
+const RIGHT: f64 = 370.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 const COLORS: [&str; 8] = [

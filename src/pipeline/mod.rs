@@ -208,6 +208,10 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
             );
         }
     }
+    // A missing raw file is the split's error to report (status still shows every stage).
+    let raw_reviews = l
+        .raw_reviews()
+        .unwrap_or_else(|_| l.raw_dir().join(format!("{}.jsonl", l.category)));
     let cfg: etl::split::SplitConfig = s.config("split", &[])?;
     let mut outs = reviews(&all);
     outs.push(l.split_info());
@@ -215,7 +219,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
         StageName::Split,
         None,
         text(None, &cfg),
-        vec![l.raw_reviews()?],
+        vec![raw_reviews],
         outs,
         Box::new(move |ctx| Ok(etl::split::run(ctx, &cfg)?.to_string())),
     ));
@@ -230,7 +234,9 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
         Box::new(move |ctx| Ok(etl::keywords::run(ctx, &cfg)?.to_string())),
     ));
 
-    let meta = l.raw_meta()?;
+    let meta = l
+        .raw_meta()
+        .unwrap_or_else(|_| l.raw_dir().join(format!("meta_{}.jsonl", l.category)));
     let cfg: etl::summaries::SummariesConfig = s.config("summaries", &[])?;
     stages.push(Stage::new(
         StageName::Summaries,
@@ -477,7 +483,8 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
         .map(|st| st.outputs[0].clone());
     let mut inputs: Vec<PathBuf> = names.iter().map(|n| record::path(l, &n.as_str())).collect();
     inputs.extend([l.metrics(Split::Test), l.split_info()]);
-    let outs = vec![l.report(), l.training_curve()];
+    // (training_curve.svg is written beside it only when fine-tuning logged evaluations)
+    let outs = vec![l.report()];
     let settings_file = s.path.clone();
     stages.push(Stage::new(
         StageName::Report,
