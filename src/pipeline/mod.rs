@@ -604,7 +604,8 @@ fn in_range(pc: &PipelineConfig, name: StageName) -> bool {
     pc.from.is_none_or(|f| name >= f) && pc.to.is_none_or(|t| name <= t)
 }
 
-/// `recsys pipeline`.
+/// `recsys pipeline`. `pc` is taken as given: the command line merges the file's `[pipeline]`
+/// section into it (a library caller does the same with `settings.config("pipeline", …)`).
 pub fn run(ctx: &Ctx, pc: &PipelineConfig, settings: &Settings) -> Result<PipelineSummary> {
     let t0 = Instant::now();
     let stages = plan(ctx, pc, settings)?;
