@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use polars::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cols;
 use crate::context::Ctx;
@@ -41,7 +41,7 @@ pub struct EvalConfig {
 }
 
 /// Stage 2: the same candidates in stage-1 order and in re-ranked order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RerankEval {
     pub file: PathBuf,
     pub stage1: Metrics,
@@ -49,7 +49,7 @@ pub struct RerankEval {
 }
 
 /// The metrics of one candidates file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {
     /// File name without `candidates_{split}` and `.parquet` ("" for the default dense run).
     pub name: String,
@@ -63,7 +63,7 @@ pub struct Run {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub over_all: Option<Metrics>,
     /// `over_all` is an estimate: the run sampled its queries (`--max-queries`).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub estimated: bool,
     /// For `retrieve --ann` runs: the ANN top-K's recall of the exact top-K on a sample.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,6 +71,16 @@ pub struct Run {
 }
 
 impl Run {
+    /// Its table rows: over all reviews ("all", or "all (est.)" for a sampled run) when known,
+    /// then over the findable ones.
+    pub fn rows(&self) -> Vec<(&'static str, &Metrics)> {
+        let mut rows = vec![("findable", &self.metrics)];
+        if let Some(all) = &self.over_all {
+            rows.insert(0, (if self.estimated { "all (est.)" } else { "all" }, all));
+        }
+        rows
+    }
+
     pub fn label(&self) -> String {
         let mut l = self.retriever.clone();
         if !self.model.is_empty() {
@@ -84,7 +94,8 @@ impl Run {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// What `metrics_{split}.json` holds (the report reads it back).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct EvalReport {
     pub split: String,
     pub runs: Vec<Run>,
@@ -119,11 +130,7 @@ impl fmt::Display for EvalReport {
             writeln!(f, "  {:>7}", "MRR")?;
             for r in &self.runs {
                 let label = r.label();
-                let mut rows = vec![("findable", &r.metrics)];
-                if let Some(all) = &r.over_all {
-                    rows.insert(0, (if r.estimated { "all est." } else { "all" }, all));
-                }
-                for (i, (over, m)) in rows.into_iter().enumerate() {
+                for (i, (over, m)) in r.rows().into_iter().enumerate() {
                     let name = if i == 0 { label.as_str() } else { "" };
                     write!(
                         f,

@@ -10,9 +10,11 @@ use serde_json::Value;
 use super::{StageName, duration, gib, record};
 use crate::context::Ctx;
 use crate::etl::split::SplitSummary;
+use crate::eval::EvalReport;
 use crate::eval::plot::{Series, XAxis, line_svg};
 use crate::io::{thousands, utc};
 use crate::layout::Split;
+use crate::metrics::Metrics;
 
 fn read_json(p: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -32,19 +34,15 @@ fn row(cells: &[String]) -> String {
     format!("| {} |\n", cells.join(" | "))
 }
 
-fn f4(v: &Value) -> String {
-    v.as_f64().map_or("-".into(), |x| format!("{x:.4}"))
+fn f4(x: f64) -> String {
+    format!("{x:.4}")
 }
 
-/// Recall@k of a metrics object (`{"recall": [{"k", "recall"}…]}`).
-fn recall_at(m: &Value, k: u64) -> String {
-    m["recall"]
-        .as_array()
-        .and_then(|a| a.iter().find(|r| r["k"].as_u64() == Some(k)))
-        .map_or("-".into(), |r| f4(&r["recall"]))
+fn recall_at(m: &Metrics, k: usize) -> String {
+    m.recall_at(k).map_or("-".into(), f4)
 }
 
-const KS: [u64; 5] = [1, 5, 10, 50, 100];
+const KS: [usize; 5] = [1, 5, 10, 50, 100];
 
 /// Writes the report (and its training-curve SVG); returns a one-line summary.
 pub fn write(
@@ -116,7 +114,8 @@ pub fn write(
     }
 
     // Stage 1 and 2.
-    let metrics = read_json(&l.metrics(Split::Test))?;
+    let metrics: EvalReport = serde_json::from_value(read_json(&l.metrics(Split::Test))?)
+        .with_context(|| format!("{}: not eval's metrics", l.metrics(Split::Test).display()))?;
     let _ = writeln!(md, "\n## Stage 1 — retrieval (test)\n");
     let _ = writeln!(
         md,
@@ -134,56 +133,36 @@ pub fn write(
         "| --- | --- |{}\n",
         " ---: |".repeat(KS.len() + 2)
     ));
-    for r in metrics["runs"].as_array().into_iter().flatten() {
-        let label = match (
-            r["name"].as_str().unwrap_or(""),
-            r["retriever"].as_str().unwrap_or(""),
-            r["model"].as_str().unwrap_or(""),
-        ) {
-            ("", ret, m) => format!("{ret} · {m}"),
-            (n, ret, "") => {
-                if n == ret {
-                    n.to_string()
-                } else {
-                    format!("{n} ({ret})")
-                }
-            }
-            (n, ret, m) => format!("{n} ({ret} · {m})"),
-        };
-        let mut lines = vec![("findable", r)];
-        if r["over_all"].is_object() {
-            let est = r["estimated"].as_bool().unwrap_or(false);
-            lines.insert(0, (if est { "all (est.)" } else { "all" }, &r["over_all"]));
-        }
-        for (i, (over, m)) in lines.into_iter().enumerate() {
+    for r in &metrics.runs {
+        for (i, (over, m)) in r.rows().into_iter().enumerate() {
             let mut cells = vec![
-                if i == 0 { label.clone() } else { String::new() },
+                if i == 0 { r.label() } else { String::new() },
                 over.to_string(),
-                thousands(m["queries"].as_u64().unwrap_or(0) as usize),
+                thousands(m.queries),
             ];
             cells.extend(KS.iter().map(|&k| recall_at(m, k)));
-            cells.push(f4(&m["mrr"]));
+            cells.push(f4(m.mrr));
             md.push_str(&row(&cells));
         }
     }
     let _ = writeln!(md, "\n![Recall@K](recall_test.svg)\n");
-    if let Some(rr) = metrics.get("rerank").filter(|v| v.is_object()) {
+    if let Some(rr) = &metrics.rerank {
         let _ = writeln!(md, "## Stage 2 — re-ranking (test)\n");
         let _ = writeln!(
             md,
             "The same candidates (`{}`) in stage-1 order and re-ranked; over findable queries.\n",
-            rr["file"].as_str().unwrap_or("")
+            rr.file.display()
         );
         md.push_str("| order | queries | NDCG@5 | R@1 | R@5 | R@10 | MRR |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-        for (name, m) in [("stage 1", &rr["stage1"]), ("re-ranked", &rr["reranked"])] {
+        for (name, m) in [("stage 1", &rr.stage1), ("re-ranked", &rr.reranked)] {
             md.push_str(&row(&[
                 name.into(),
-                thousands(m["queries"].as_u64().unwrap_or(0) as usize),
-                f4(&m["ndcg_at_5"]),
+                thousands(m.queries),
+                f4(m.ndcg_at_5),
                 recall_at(m, 1),
                 recall_at(m, 5),
                 recall_at(m, 10),
-                f4(&m["mrr"]),
+                f4(m.mrr),
             ]));
         }
         let ranker = record::read(l, &StageName::TrainRanker.as_str())?;
