@@ -2,15 +2,18 @@
 //! `make bench-encoder`, which runs this and `benches/encoder_torch.py` part by part, each in
 //! its own process with the same threads, and prints the side-by-side table.
 //!
-//! `cargo bench --bench encoder -- [forward] [train_step] [encode]` (default: all three).
+//! `cargo bench --bench encoder -- [forward] [train_step] [train_step_long] [encode]` (default:
+//! all four).
 //! Threads: `RAYON_NUM_THREADS` (Candle's and rayon's pool). `RECSYS_MALLOC_DEFAULTS=1` keeps
 //! glibc's malloc defaults (the "before" of `recsys::alloc`).
 //!
 //! - `forward`: inference forward of 32 × 128 tokens (deterministic ids, no padding), median of
 //!   10 after 3 warm-ups;
-//! - `train_step`: forward (training kernels) of 32 queries + 32 positives × 128 tokens, the
-//!   in-batch contrastive loss, backward (no optimizer update on either side), median of 5 after
-//!   2 warm-ups;
+//! - `train_step`: forward of 32 queries + 32 positives × 128 tokens, the in-batch contrastive
+//!   loss, backward (no optimizer update on either side), median of 5 after 2 warm-ups;
+//! - `train_step_long`: the same at the shape of real review pairs, 32 queries of 40–256 tokens
+//!   padded to 256 and 32 item texts of 110 tokens, median of 3 after 1 warm-up (its peak RSS is
+//!   the memory target's figure);
 //! - `encode`: 2,000 synthetic item texts (`embedding_text` of a synthetic root, ≤ 256 tokens,
 //!   batch 32, sorted by length as `index build` and sentence-transformers both do), once after
 //!   a 64-text warm-up; the texts are written to `bench-data/encode_texts.json` under the target
@@ -25,7 +28,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use recsys::Ctx;
 use recsys::data::synth::{self, SynthConfig};
-use recsys::encoder::{Encoder, EncoderArgs, Mode};
+use recsys::encoder::{Encoder, EncoderArgs};
 use recsys::etl::build_items::{self, BuildItemsConfig};
 use recsys::train::loss::{DEFAULT_SCALE, mnrl, same_item_mask};
 
@@ -42,14 +45,25 @@ fn model_args() -> EncoderArgs {
 
 /// [CLS] w… [SEP], every row exactly TOKENS long; `benches/encoder_torch.py` builds the same.
 fn rows() -> Vec<Vec<u32>> {
-    (0..BATCH)
-        .map(|r| {
-            let mut v = vec![101u32];
-            v.extend((1..TOKENS - 1).map(|i| 1000 + ((r * 7919 + i * 104_729) % 28_000) as u32));
-            v.push(102);
-            v
-        })
-        .collect()
+    (0..BATCH).map(|r| row(r, TOKENS)).collect()
+}
+
+/// Row `r` of `len` tokens: [CLS] w… [SEP] (deterministic ids).
+fn row(r: usize, len: usize) -> Vec<u32> {
+    let mut v = vec![101u32];
+    v.extend((1..len - 1).map(|i| 1000 + ((r * 7919 + i * 104_729) % 28_000) as u32));
+    v.push(102);
+    v
+}
+
+/// The shape of real review pairs (`train_step_long`): 32 queries of 40–256 tokens, padded to
+/// the longest (256), and 32 item texts of 110 tokens.
+fn long_rows() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let queries = (0..BATCH)
+        .map(|r| row(r, if r == 0 { 256 } else { 40 + (r * 37) % 217 }))
+        .collect();
+    let docs = (0..BATCH).map(|r| row(r + BATCH, 110)).collect();
+    (queries, docs)
 }
 
 /// Median and minimum seconds of `n` runs after `warmup` untimed ones.
@@ -93,30 +107,37 @@ fn forward() {
     let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
     let batch = enc.batch(&refs).unwrap();
     let t = timed(3, 10, || {
-        enc.embed(&batch, Mode::Inference)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+        enc.embed(&batch).unwrap().to_vec2::<f32>().unwrap();
     });
     report("forward", t, 10, "");
 }
 
 fn train_step() {
-    let enc = Encoder::load_trainable(&model_args()).expect("run `make setup`");
     let rows = rows();
     let docs: Vec<Vec<u32>> = rows.iter().rev().cloned().collect();
-    let q_refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+    step("train_step", &rows, &docs, 2, 5);
+}
+
+fn train_step_long() {
+    let (queries, docs) = long_rows();
+    step("train_step_long", &queries, &docs, 1, 3);
+}
+
+/// Forward of queries and positives, the in-batch loss, backward: median of `runs`.
+fn step(part: &str, queries: &[Vec<u32>], docs: &[Vec<u32>], warmup: usize, runs: usize) {
+    let enc = Encoder::load_trainable(&model_args()).expect("run `make setup`");
+    let q_refs: Vec<&[u32]> = queries.iter().map(|r| r.as_slice()).collect();
     let d_refs: Vec<&[u32]> = docs.iter().map(|r| r.as_slice()).collect();
     let (qb, db) = (enc.batch(&q_refs).unwrap(), enc.batch(&d_refs).unwrap());
-    let items: Vec<u64> = (0..BATCH as u64).collect();
+    let items: Vec<u64> = (0..queries.len() as u64).collect();
     let mask = same_item_mask(&items, &items, true, DType::F32, &Device::Cpu).unwrap();
-    let t = timed(2, 5, || {
-        let q = enc.embed(&qb, Mode::Train).unwrap();
-        let p = enc.embed(&db, Mode::Train).unwrap();
+    let t = timed(warmup, runs, || {
+        let q = enc.embed(&qb).unwrap();
+        let p = enc.embed(&db).unwrap();
         let loss = mnrl(&q, &p, None, &mask, DEFAULT_SCALE).unwrap();
         loss.backward().unwrap();
     });
-    report("train_step", t, 5, "");
+    report(part, t, runs, "");
 }
 
 fn bench_dir() -> PathBuf {
@@ -196,6 +217,7 @@ fn main() {
     for (name, part) in [
         ("forward", forward as fn()),
         ("train_step", train_step),
+        ("train_step_long", train_step_long),
         ("encode", encode),
     ] {
         if all || args.iter().any(|a| a == name) {

@@ -1,7 +1,7 @@
 """PyTorch / sentence-transformers side of `make bench-encoder` (see benches/encoder.rs for the
 parts; the same ids, texts, shapes and thread count, one part per process).
 
-    python benches/encoder_torch.py --threads N [forward] [train_step] [encode]
+    python benches/encoder_torch.py --threads N [forward] [train_step] [train_step_long] [encode]
 
 Prints one line `RESULT {json}` per part: median and minimum seconds, peak RSS of the process.
 `encode` reads the 2,000 texts the Candle side wrote to $CARGO_TARGET_DIR/bench-data/.
@@ -40,10 +40,20 @@ def report(part, t, runs, **extra):
     print("RESULT " + json.dumps(out), flush=True)
 
 
+def row(r, n):
+    return [101] + [1000 + (r * 7919 + i * 104729) % 28000 for i in range(1, n - 1)] + [102]
+
+
 def ids():
-    rows = [[101] + [1000 + (r * 7919 + i * 104729) % 28000 for i in range(1, TOKENS - 1)] + [102]
-            for r in range(BATCH)]
-    return torch.tensor(rows)
+    return torch.tensor([row(r, TOKENS) for r in range(BATCH)])
+
+
+def padded(rows):
+    """Ids and attention mask, padded with 0 to the longest row (as the Candle side batches)."""
+    n = max(len(r) for r in rows)
+    x = torch.tensor([r + [0] * (n - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])
+    return x, mask
 
 
 def mean_pool(model, x, mask):
@@ -65,22 +75,31 @@ def forward():
 
 
 def train_step():
+    x = ids()
+    step("train_step", (x, torch.ones_like(x)), (x.flip(0), torch.ones_like(x)), 2, 5)
+
+
+def train_step_long():
+    """32 queries of 40-256 tokens padded to 256, 32 item texts of 110 tokens (benches/encoder.rs)."""
+    queries = [row(r, 256 if r == 0 else 40 + (r * 37) % 217) for r in range(BATCH)]
+    docs = [row(r + BATCH, 110) for r in range(BATCH)]
+    step("train_step_long", padded(queries), padded(docs), 1, 3)
+
+
+def step(part, queries, docs, warmup, runs):
     from transformers import AutoModel
     model = AutoModel.from_pretrained(MODEL).train()
     # dropout off, as on the Candle side (its training applies none)
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    x = ids()
-    docs = x.flip(0)
-    mask = torch.ones_like(x)
 
-    def step():
-        q, p = mean_pool(model, x, mask), mean_pool(model, docs, mask)
-        loss = torch.nn.functional.cross_entropy(20.0 * q @ p.T, torch.arange(BATCH))
+    def run():
+        q, p = mean_pool(model, *queries), mean_pool(model, *docs)
+        loss = torch.nn.functional.cross_entropy(20.0 * q @ p.T, torch.arange(len(q)))
         loss.backward()
         model.zero_grad(set_to_none=True)
-    report("train_step", timed(step, 2, 5), 5)
+    report(part, timed(run, warmup, runs), runs)
 
 
 def encode():
@@ -98,12 +117,13 @@ def encode():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("parts", nargs="*", default=["forward", "train_step", "encode"])
+    ap.add_argument("parts", nargs="*", default=["forward", "train_step", "train_step_long", "encode"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
     for p in a.parts:
-        {"forward": forward, "train_step": train_step, "encode": encode}[p]()
+        {"forward": forward, "train_step": train_step, "train_step_long": train_step_long,
+         "encode": encode}[p]()
 
 
 if __name__ == "__main__":

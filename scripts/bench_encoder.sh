@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench-encoder`: Candle (benches/encoder.rs) and PyTorch (benches/encoder_torch.py) side
-# by side on this CPU — forward 32 × 128, train step 32 + 32 × 128, encode 2,000 item texts —
+# by side on this CPU — forward 32 × 128, train step 32 + 32 × 128, train step at the shape of
+# real review pairs (32 × 256 padded + 32 × 110), encode 2,000 item texts —
 # at 1 thread and at all cores, each part in its own process (so its peak RSS is its own), plus
 # Candle with glibc's malloc defaults for forward and train step (the allocator's "before").
 # Prints a Markdown table; the raw lines go to $CARGO_TARGET_DIR/bench-data/encoder_results.jsonl.
@@ -32,7 +33,7 @@ run() { # side threads part [env...]
   fi
 }
 for t in $threads; do
-  for part in forward train_step encode; do
+  for part in forward train_step train_step_long encode; do
     run candle "$t" "$part"
     run pytorch "$t" "$part"
   done
@@ -51,7 +52,8 @@ torch_v = next((r["torch"] for r in rows if r["side"] == "pytorch"), "?")
 print(f"| part | threads | Candle | PyTorch {torch_v} | Candle / PyTorch time | Candle, glibc malloc defaults | peak RSS Candle / PyTorch |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for t in sorted({r["threads"] for r in rows}):
-    for part, what in [("forward", "forward 32 × 128"), ("train_step", "train step 32 + 32 × 128 (fwd + bwd)"), ("encode", "encode 2,000 item texts")]:
+    for part, what in [("forward", "forward 32 × 128"), ("train_step", "train step 32 + 32 × 128 (fwd + bwd)"),
+                       ("train_step_long", "train step 32 × 256 (padded) + 32 × 110"), ("encode", "encode 2,000 item texts")]:
         c, p, d = get("candle", part, t), get("pytorch", part, t), get("candle", part, t, True)
         if not c or not p:
             continue

@@ -1,24 +1,14 @@
-//! The transformer encoder body (every [`super::config::Family`] shares it), written with differentiable ops so
-//! the same code serves inference and training.
-//!
-//! Candle's fused `layer_norm` and `softmax_last_dim` kernels record no backward pass; they are
-//! used only when [`Mode::Inference`] is asked for, and [`Mode::Train`] uses the fused kernels
-//! of [`super::ops`], which have one (composite ops on devices without them). Weight names follow Hugging Face's `BertModel` / `XLMRobertaModel`
+//! The transformer encoder body (every [`super::config::Family`] shares it), one code path for
+//! inference and training: the fused kernels of [`super::ops`] have backward passes, and each
+//! records its graph node only when its inputs track gradients (and keeps what its backward
+//! pass needs only then). Weight names follow Hugging Face's `BertModel` / `XLMRobertaModel`
 //! (`embeddings.*`, `encoder.layer.{i}.*`), so checkpoints load and save unchanged.
 
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 
 use super::config::{Architecture, ModelConfig, Pooling};
-
-/// Which kernels the forward pass uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Kernels with a backward pass: every parameter receives a gradient.
-    Train,
-    /// Fused layer-norm and softmax kernels where the backend has them (no gradients).
-    Inference,
-}
+use super::ops::{self, Act};
 
 /// One padded batch of token ids, ready for the model.
 #[derive(Debug)]
@@ -47,13 +37,9 @@ impl LayerNorm {
             eps,
         })
     }
-    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        match mode {
-            Mode::Inference => {
-                candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32)
-            }
-            Mode::Train => super::ops::layer_norm(x, &self.weight, &self.bias, self.eps),
-        }
+    /// LN(x + residual).
+    fn forward(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        ops::add_layer_norm(x, residual, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -61,15 +47,14 @@ impl LayerNorm {
 struct Dense(Linear);
 
 impl Dense {
-    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let (w, b) = (
-            self.0.weight(),
-            self.0.bias().expect("dense layers have a bias"),
-        );
-        match mode {
-            Mode::Inference => self.0.forward(x),
-            Mode::Train => super::ops::linear(x, w, b),
-        }
+    fn forward(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+        ops::linear(x, self.weight(), self.bias(), act)
+    }
+    fn weight(&self) -> &Tensor {
+        self.0.weight()
+    }
+    fn bias(&self) -> &Tensor {
+        self.0.bias().expect("dense layers have a bias")
     }
 }
 
@@ -124,27 +109,21 @@ impl Layer {
     }
 
     /// `x`: (b, t, h); `bias`: (b, 1, 1, t) additive attention bias.
-    fn forward(&self, x: &Tensor, bias: &Tensor, heads: usize, mode: Mode) -> Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        let dh = h / heads;
-        let split = |y: Tensor| -> Result<Tensor> {
-            y.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous()
-        };
-        let q = split((self.query.forward(x, mode)? / (dh as f64).sqrt())?)?;
-        let k = split(self.key.forward(x, mode)?)?;
-        let v = split(self.value.forward(x, mode)?)?;
-        let probs = super::ops::masked_softmax(&q.matmul(&k.t()?)?, bias, mode == Mode::Train)?;
-        let ctx = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, t, h))?;
+    fn forward(&self, x: &Tensor, bias: &Tensor, heads: usize) -> Result<Tensor> {
+        // q | k | v as one product (weights stacked per step: a small copy, differentiable)
+        let w = Tensor::cat(
+            &[self.query.weight(), self.key.weight(), self.value.weight()],
+            0,
+        )?;
+        let b = Tensor::cat(&[self.query.bias(), self.key.bias(), self.value.bias()], 0)?;
+        let qkv = ops::linear(x, &w, &b, Act::Identity)?;
+        let ctx = ops::attention(&qkv, bias, heads)?;
         let a = self
             .attn_norm
-            .forward(&(self.attn_out.forward(&ctx, mode)? + x)?, mode)?;
-        let i = super::ops::gelu_erf(&self.intermediate.forward(&a, mode)?)?;
+            .forward(&self.attn_out.forward(&ctx, Act::Identity)?, Some(x))?;
+        let i = self.intermediate.forward(&a, Act::Gelu)?;
         self.out_norm
-            .forward(&(self.output.forward(&i, mode)? + a)?, mode)
+            .forward(&self.output.forward(&i, Act::Identity)?, Some(&a))
     }
 }
 
@@ -187,19 +166,19 @@ impl Transformer {
     }
 
     /// Token states (b, t, hidden) of the last layer.
-    pub fn forward(&self, batch: &Batch, mode: Mode) -> Result<Tensor> {
+    pub fn forward(&self, batch: &Batch) -> Result<Tensor> {
         let x = self
             .word
             .forward(&batch.input_ids)?
             .add(&self.position.forward(&batch.position_ids)?)?
             .add(&self.token_type.forward(&batch.type_ids)?)?;
-        let mut x = self.emb_norm.forward(&x, mode)?;
+        let mut x = self.emb_norm.forward(&x, None)?;
         let (b, t) = batch.mask.dims2()?;
         // 0 for real tokens, -10000 for padding (Hugging Face's value for BERT-era models;
         // exp() of it is 0 in f32 and it stays finite in f16).
         let bias = ((batch.mask.to_dtype(x.dtype())? - 1.0)? * 10000.0)?.reshape((b, 1, 1, t))?;
         for layer in &self.layers {
-            x = layer.forward(&x, &bias, self.heads, mode)?;
+            x = layer.forward(&x, &bias, self.heads)?;
         }
         Ok(x)
     }

@@ -2,7 +2,8 @@
 //! encoding. One file per architecture ([`bert`], [`xlm_roberta`]) implements
 //! [`family::Family`] over the shared body ([`layers`]); `config.json` is read by [`config`], the
 //! other files of a model directory by [`files`]; [`weights`] loads, [`save`] saves,
-//! [`tokenize`] tokenises and batches; [`args`] holds the flag groups and devices.
+//! [`tokenize`] tokenises and batches; [`args`] holds the flag groups and devices; [`ops`] has the
+//! fused CPU kernels, [`simd`] their run-time choice of vector instructions.
 
 pub mod args;
 pub mod bert;
@@ -12,6 +13,7 @@ pub mod files;
 pub mod layers;
 pub mod ops;
 pub mod save;
+pub mod simd;
 pub mod tokenize;
 pub mod weights;
 pub mod xlm_roberta;
@@ -29,7 +31,7 @@ use tokenizers::Tokenizer;
 pub use args::{DeviceKind, EncoderArgs, QueryEncoderArgs};
 pub use config::{Architecture, ModelConfig, Pooling};
 pub use files::{ModelFiles, SentenceConfig};
-pub use layers::{Batch, Mode, Transformer};
+pub use layers::{Batch, Transformer};
 pub use tokenize::make_batch;
 pub use weights::{hash_file, model_name, read_weights};
 
@@ -194,8 +196,8 @@ impl Encoder {
     }
 
     /// Pooled (and normalised) sentence vectors (b, dim) of one batch.
-    pub fn embed(&self, batch: &Batch, mode: Mode) -> Result<Tensor> {
-        let states = self.model.forward(batch, mode)?;
+    pub fn embed(&self, batch: &Batch) -> Result<Tensor> {
+        let states = self.model.forward(batch)?;
         Ok(layers::pool(
             &states,
             &batch.mask,
@@ -231,7 +233,8 @@ impl Encoder {
         for chunk in order.chunks(batch_size) {
             let batch_ids: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
             let batch = self.batch(&batch_ids)?;
-            let rows: Vec<Vec<f32>> = self.embed(&batch, Mode::Inference)?.to_vec2()?;
+            // nothing kept for a backward pass, also when the model is being trained
+            let rows: Vec<Vec<f32>> = ops::no_grad(|| self.embed(&batch))?.to_vec2()?;
             for (&i, row) in chunk.iter().zip(rows) {
                 data[i * dim..(i + 1) * dim].copy_from_slice(&row);
             }

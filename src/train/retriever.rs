@@ -31,7 +31,7 @@ use super::schedule::{clip_grad_norm, item_distinct_batches, linear_warmup_decay
 use super::state::{EvalPoint, TrainerState};
 use crate::cols;
 use crate::context::Ctx;
-use crate::encoder::{Encoder, EncoderArgs, Mode};
+use crate::encoder::{Encoder, EncoderArgs};
 use crate::io::{self, thousands, write_json};
 
 pub use super::config::RetrieverConfig;
@@ -425,14 +425,8 @@ fn train_step(
     }
     let qi = enc.tokenize_max(&queries, q_len)?;
     let di = enc.tokenize_max(&docs, d_len)?;
-    let q = enc.embed(
-        &enc.batch(&qi.iter().map(Vec::as_slice).collect::<Vec<_>>())?,
-        Mode::Train,
-    )?;
-    let d = enc.embed(
-        &enc.batch(&di.iter().map(Vec::as_slice).collect::<Vec<_>>())?,
-        Mode::Train,
-    )?;
+    let q = enc.embed(&enc.batch(&qi.iter().map(Vec::as_slice).collect::<Vec<_>>())?)?;
+    let d = enc.embed(&enc.batch(&di.iter().map(Vec::as_slice).collect::<Vec<_>>())?)?;
     let b = batch.len();
     let positives = d.narrow(0, 0, b)?;
     let negatives = if docs.len() > b {
