@@ -45,16 +45,17 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     }
 }
 
-/// A tensor's data held for reading in a backward pass (the tensor must be a contiguous f32
-/// CPU tensor, which every fused op's inputs and gradients are made to be).
-struct Data<'a>(StorageRef<'a>, &'a Layout);
+/// A tensor's data held for reading outside a `CustomOp`'s forward pass (a backward pass, the
+/// optimizer): [`Data::get`] errors unless it is a contiguous f32 CPU tensor.
+pub(crate) struct Data<'a>(StorageRef<'a>, &'a Layout);
 
 impl<'a> Data<'a> {
-    fn of(t: &'a Tensor) -> Self {
+    pub(crate) fn of(t: &'a Tensor) -> Self {
         let (s, l) = t.storage_and_layout();
         Data(s, l)
     }
-    fn get(&self, op: &str) -> Result<&[f32]> {
+    /// The values; `op` names the caller in the error.
+    pub(crate) fn get(&self, op: &str) -> Result<&[f32]> {
         match &*self.0 {
             Storage::Cpu(s) => slice(s, self.1, op),
             _ => candle_core::bail!("{op}: CPU tensors only"),
@@ -62,7 +63,8 @@ impl<'a> Data<'a> {
     }
 }
 
-fn fused(x: &Tensor) -> bool {
+/// Whether `x` takes the fused CPU path (f32 on the CPU).
+pub(crate) fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 

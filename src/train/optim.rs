@@ -3,6 +3,10 @@
 //! Candle's own `AdamW` keeps its moments private, which rules out `--resume`.
 //!
 //! As in Hugging Face's Trainer, biases and LayerNorm parameters get no weight decay.
+//!
+//! On the CPU (f32) a parameter's update is one pass over θ, g, m and v ([`update`], split over
+//! the rayon pool) instead of a dozen tensor ops that each allocate and write a new tensor of
+//! the parameter's size; elsewhere it is the same formula in Candle's tensor ops.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,6 +14,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
+use rayon::prelude::*;
+
+use crate::encoder::ops::{Data, fused};
 
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWParams {
@@ -43,6 +50,51 @@ pub struct AdamW {
     params: AdamWParams,
     /// Steps taken (the bias-correction exponent).
     pub steps: usize,
+}
+
+/// The scalars of one AdamW step, as f32.
+#[derive(Debug, Clone, Copy)]
+struct Coefficients {
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    /// Bias corrections 1 − β₁ᵗ and 1 − β₂ᵗ.
+    c1: f32,
+    c2: f32,
+    lr: f32,
+    /// 1 − lr · weight decay (1 without decay).
+    keep: f32,
+}
+
+/// One AdamW step over a parameter's values in one pass: new (θ, m, v). The same arithmetic,
+/// in the same order, as the tensor-op path of [`AdamW::step`].
+fn update(
+    theta: &[f32],
+    g: &[f32],
+    m: &[f32],
+    v: &[f32],
+    k: Coefficients,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    const CHUNK: usize = 16_384;
+    let n = theta.len();
+    let (mut t2, mut m2, mut v2) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    t2.par_chunks_mut(CHUNK)
+        .zip(m2.par_chunks_mut(CHUNK))
+        .zip(v2.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(c, ((t2, m2), v2))| {
+            let at = c * CHUNK;
+            let (theta, g) = (&theta[at..at + t2.len()], &g[at..at + t2.len()]);
+            let (m, v) = (&m[at..at + t2.len()], &v[at..at + t2.len()]);
+            for i in 0..t2.len() {
+                m2[i] = m[i] * k.beta1 + g[i] * (1.0 - k.beta1);
+                v2[i] = v[i] * k.beta2 + g[i] * g[i] * (1.0 - k.beta2);
+                let denom = (v2[i] / k.c2).sqrt() + k.eps;
+                let step = (m2[i] / k.c1) / denom;
+                t2[i] = theta[i] * k.keep - step * k.lr;
+            }
+        });
+    (t2, m2, v2)
 }
 
 /// Parameters that get no weight decay: biases and LayerNorm weights (HF Trainer's rule).
@@ -87,13 +139,42 @@ impl AdamW {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 continue;
             };
+            let decay = if s.decay { lr * p.weight_decay } else { 0.0 };
+            if [s.var.as_tensor(), g, &s.m, &s.v].into_iter().all(fused) {
+                let k = Coefficients {
+                    beta1: p.beta1 as f32,
+                    beta2: p.beta2 as f32,
+                    eps: p.eps as f32,
+                    c1: c1 as f32,
+                    c2: c2 as f32,
+                    lr: lr as f32,
+                    keep: (1.0 - decay) as f32,
+                };
+                let g = g.contiguous()?;
+                let (theta, m, v) = {
+                    let (t, g, m, v) = (
+                        Data::of(s.var.as_tensor()),
+                        Data::of(&g),
+                        Data::of(&s.m),
+                        Data::of(&s.v),
+                    );
+                    let name = "AdamW";
+                    update(t.get(name)?, g.get(name)?, m.get(name)?, v.get(name)?, k)
+                };
+                let shape = s.var.shape().clone();
+                let dev = s.var.device().clone();
+                s.m = Tensor::from_vec(m, &shape, &dev)?;
+                s.v = Tensor::from_vec(v, &shape, &dev)?;
+                s.var.set(&Tensor::from_vec(theta, &shape, &dev)?)?;
+                continue;
+            }
             s.m = ((&s.m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
             s.v = ((&s.v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
             let denom = ((&s.v / c2)?.sqrt()? + p.eps)?;
             let update = ((&s.m / c1)? / denom)?;
             let mut theta = s.var.as_tensor().clone();
-            if s.decay && p.weight_decay > 0.0 {
-                theta = (theta * (1.0 - lr * p.weight_decay))?;
+            if decay > 0.0 {
+                theta = (theta * (1.0 - decay))?;
             }
             s.var.set(&(theta - (update * lr)?)?)?;
         }
@@ -185,6 +266,54 @@ mod tests {
             assert!((got_w - wr).abs() < 1e-12, "step {t}: w {got_w} vs {wr}");
             assert!((got_b - br).abs() < 1e-12, "step {t}: b {got_b} vs {br}");
         }
+    }
+
+    /// The fused f32 pass against the tensor-op path (run in f64) over a few steps.
+    #[test]
+    fn fused_update_matches_the_tensor_ops() {
+        let dev = Device::Cpu;
+        let init = Tensor::randn(0f32, 1.0, (3, 40_000), &dev).unwrap();
+        let w32 = Var::from_tensor(&init).unwrap();
+        let w64 = Var::from_tensor(&init.to_dtype(candle_core::DType::F64).unwrap()).unwrap();
+        let params = AdamWParams {
+            weight_decay: 0.1,
+            ..Default::default()
+        };
+        let mut a = AdamW::new(vec![("l.weight".into(), w32.clone())], params).unwrap();
+        let mut b = AdamW::new(vec![("l.weight".into(), w64.clone())], params).unwrap();
+        for _ in 0..3 {
+            let l32 = w32.as_tensor().sin().unwrap().sum_all().unwrap();
+            let l64 = w64.as_tensor().sin().unwrap().sum_all().unwrap();
+            a.step(&l32.backward().unwrap(), 0.05).unwrap();
+            b.step(&l64.backward().unwrap(), 0.05).unwrap();
+        }
+        let (x, y) = (
+            w32.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            w64.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap(),
+        );
+        let worst = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst < 1e-5,
+            "fused and tensor-op updates differ by {worst}"
+        );
+        let moved = x
+            .iter()
+            .zip(init.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .filter(|(a, b)| *a != b)
+            .count();
+        assert!(moved > x.len() * 9 / 10, "only {moved} values moved");
     }
 
     /// Saving after one step and restoring into a fresh optimizer gives the same second step
