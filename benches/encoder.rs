@@ -4,8 +4,9 @@
 //!
 //! `cargo bench --bench encoder -- [forward] [train_step] [train_step_long] [encode]` (default:
 //! all four).
-//! Threads: `RAYON_NUM_THREADS` (Candle's and rayon's pool). `RECSYS_MALLOC_DEFAULTS=1` keeps
-//! glibc's malloc defaults (the "before" of `recsys::alloc`).
+//! Threads: `RAYON_NUM_THREADS` (Candle's and rayon's pool; `make bench-encoder` leaves it unset
+//! for the all-cores run, as users run the program); the `threads` reported is rayon's pool.
+//! `RECSYS_MALLOC_DEFAULTS=1` keeps glibc's malloc defaults (the "before" of `recsys::alloc`).
 //!
 //! - `forward`: inference forward of 32 × 128 tokens (deterministic ids, no padding), median of
 //!   10 after 3 warm-ups;
@@ -95,7 +96,7 @@ fn report(part: &str, (median, min): (f64, f64), runs: usize, extra: &str) {
     println!(
         "RESULT {{\"side\":\"candle\",\"part\":\"{part}\",\"threads\":{},\"malloc_defaults\":{},\
          \"median_s\":{median:.6},\"min_s\":{min:.6},\"runs\":{runs},\"peak_rss_mb\":{:.1}{extra}}}",
-        candle_core::utils::get_num_threads(),
+        rayon::current_num_threads(),
         std::env::var_os("RECSYS_MALLOC_DEFAULTS").is_some(),
         peak_rss_mb()
     );

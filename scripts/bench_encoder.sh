@@ -27,7 +27,10 @@ run() { # side threads part [env...]
   local side=$1 t=$2 part=$3; shift 3
   echo "bench-encoder: $side, $t thread(s), $part $*" >&2
   if [ "$side" = candle ]; then
-    env "$@" RAYON_NUM_THREADS="$t" cargo bench -q --bench encoder -- "$part" 2>/dev/null | grep '^RESULT ' | cut -c8- >> "$out"
+    # all cores: the program's own default (RAYON_NUM_THREADS unset), as users run it
+    local threads_env=(RAYON_NUM_THREADS="$t")
+    [ "$t" = "$(nproc)" ] && threads_env=(-u RAYON_NUM_THREADS)
+    env "${threads_env[@]}" "$@" cargo bench -q --bench encoder -- "$part" 2>/dev/null | grep '^RESULT ' | cut -c8- >> "$out"
   else
     env "$@" OMP_NUM_THREADS="$t" "$PY" benches/encoder_torch.py --threads "$t" "$part" 2>/dev/null | grep '^RESULT ' | cut -c8- >> "$out"
   fi

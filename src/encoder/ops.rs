@@ -182,8 +182,14 @@ fn matmul(
         last(k, n, rhs_rs, rhs_cs) < rhs.len(),
         "gemm: rhs out of bounds"
     );
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if parallel && threads > 1 {
+    // rayon's count, not Candle's `get_num_threads` (which reads /proc/cpuinfo on every call
+    // unless RAYON_NUM_THREADS is set)
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
