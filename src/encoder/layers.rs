@@ -81,10 +81,45 @@ fn embedding(vb: VarBuilder, n: usize, dim: usize) -> Result<Embedding> {
     Ok(Embedding::new(w, dim))
 }
 
+/// The query, key and value projections, run as one product of their stacked weights.
+enum Qkv {
+    /// Fixed weights: stacked once at load (the separate matrices are not kept).
+    Fixed(Dense),
+    /// Weights under training: stacked per forward pass (a small differentiable copy), so the
+    /// gradients reach the three variables.
+    Trained([Dense; 3]),
+}
+
+impl Qkv {
+    fn new(qkv: [Dense; 3]) -> Result<Self> {
+        if qkv[0].weight().is_variable() {
+            return Ok(Qkv::Trained(qkv));
+        }
+        let (w, b) = Self::stack(&qkv)?;
+        Ok(Qkv::Fixed(Dense(Linear::new(w, Some(b)))))
+    }
+
+    fn stack([q, k, v]: &[Dense; 3]) -> Result<(Tensor, Tensor)> {
+        Ok((
+            Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?,
+            Tensor::cat(&[q.bias(), k.bias(), v.bias()], 0)?,
+        ))
+    }
+
+    /// (b, t, 3h): each token's query, key and value side by side.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Qkv::Fixed(d) => d.forward(x, Act::Identity),
+            Qkv::Trained(qkv) => {
+                let (w, b) = Self::stack(qkv)?;
+                ops::linear(x, &w, &b, Act::Identity)
+            }
+        }
+    }
+}
+
 struct Layer {
-    query: Dense,
-    key: Dense,
-    value: Dense,
+    qkv: Qkv,
     attn_out: Dense,
     attn_norm: LayerNorm,
     intermediate: Dense,
@@ -96,10 +131,13 @@ impl Layer {
     fn new(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
         let h = c.hidden_size;
         let att = vb.pp("attention");
+        let qkv = Qkv::new([
+            linear(att.pp("self").pp("query"), h, h)?,
+            linear(att.pp("self").pp("key"), h, h)?,
+            linear(att.pp("self").pp("value"), h, h)?,
+        ])?;
         Ok(Layer {
-            query: linear(att.pp("self").pp("query"), h, h)?,
-            key: linear(att.pp("self").pp("key"), h, h)?,
-            value: linear(att.pp("self").pp("value"), h, h)?,
+            qkv,
             attn_out: linear(att.pp("output").pp("dense"), h, h)?,
             attn_norm: LayerNorm::new(att.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
             intermediate: linear(vb.pp("intermediate").pp("dense"), h, c.intermediate_size)?,
@@ -110,13 +148,7 @@ impl Layer {
 
     /// `x`: (b, t, h); `bias`: (b, 1, 1, t) additive attention bias.
     fn forward(&self, x: &Tensor, bias: &Tensor, heads: usize) -> Result<Tensor> {
-        // q | k | v as one product (weights stacked per step: a small copy, differentiable)
-        let w = Tensor::cat(
-            &[self.query.weight(), self.key.weight(), self.value.weight()],
-            0,
-        )?;
-        let b = Tensor::cat(&[self.query.bias(), self.key.bias(), self.value.bias()], 0)?;
-        let qkv = ops::linear(x, &w, &b, Act::Identity)?;
+        let qkv = self.qkv.forward(x)?;
         let ctx = ops::attention(&qkv, bias, heads)?;
         let a = self
             .attn_norm
