@@ -14,7 +14,7 @@ BIN := $(CARGO_TARGET_DIR)/release/recsys
 DEMO := $(BIN) --config demo.toml
 DEMO_RAW := data/demo/raw/All_Beauty.jsonl
 
-.PHONY: help setup apt model duckdb llm build demo test bench bench-encoder lint
+.PHONY: help setup apt model duckdb llm build demo test bench bench-encoder lint build-cuda lint-cuda device-check
 
 help:
 	@echo "make demo   set up, build (release) and run the whole pipeline (demo.toml) on synthetic demo data; report in data/demo/evaluation/report.md"
@@ -23,6 +23,9 @@ help:
 	@echo "make bench  criterion benchmarks (release)"
 	@echo "make bench-encoder  Candle vs PyTorch on this CPU (forward, train steps, encode; 1 thread and all cores; ~17 min)"
 	@echo "make lint   cargo fmt --check and clippy"
+	@echo "make build-cuda  the CUDA build (toolkit from PyPI wheels, link stubs; no GPU needed) → dist/recsys-cuda-<version>-sm90.tar.xz"
+	@echo "make lint-cuda   cargo clippy --features cuda (same toolkit and target dir as build-cuda)"
+	@echo "make device-check  scripts/device_check.sh: the GPU check (DEVICE_CHECK_DEVICE=cpu: the same on the CPU)"
 
 setup: apt model duckdb
 
@@ -71,3 +74,13 @@ bench-encoder: setup
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+
+# The GPU build: never needed by `make test` or CI; its own target dir (~/.cache/recsys/target-cuda).
+build-cuda: setup
+	bash scripts/build_cuda.sh
+
+lint-cuda: setup
+	bash scripts/build_cuda.sh --lint
+
+device-check:
+	bash scripts/device_check.sh
