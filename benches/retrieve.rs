@@ -41,6 +41,7 @@ fn main() {
         &items,
         &keys,
         k,
+        &candle_core::Device::Cpu,
         &indicatif::ProgressBar::hidden(),
     )
     .unwrap();

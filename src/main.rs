@@ -8,6 +8,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use recsys::Ctx;
 use recsys::config::{self, Settings};
 use recsys::data::synth::{self, SynthConfig};
+use recsys::encoder::probe::{self, ProbeConfig};
 use recsys::etl::build_items::{self, BuildItemsConfig};
 use recsys::etl::keywords::{self, KeywordsConfig};
 use recsys::etl::pairs::{self, PairsConfig};
@@ -83,6 +84,15 @@ enum Command {
     /// The settings file: show the effective settings, or write a commented default file
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Developer probes for machines without a Rust toolchain (scripts/device_check.sh)
+    #[command(subcommand, hide = true)]
+    Debug(DebugCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DebugCommand {
+    /// The encoder timed (forward, train-step) or dumped (encode, grads) on a device
+    Probe(ProbeConfig),
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,6 +248,7 @@ fn main() -> ExitCode {
             ],
         )),
         Command::Config(ConfigCommand::Init { force }) => config_init(&cli, *force),
+        Command::Debug(DebugCommand::Probe(cfg)) => probe::run(cfg),
     };
     match result {
         Ok(summary) => {

@@ -1,35 +1,10 @@
-//! The encoder flag groups (flattened into every stage config that encodes text) and devices.
+//! The encoder flag groups (flattened into every stage config that encodes text); the device
+//! group inside them is [`super::device`].
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use candle_core::Device;
-use serde::{Deserialize, Serialize};
-
+use super::device::DeviceArgs;
 use super::{DEFAULT_MODEL, Pooling};
-
-/// Where the model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceKind {
-    #[default]
-    Cpu,
-    /// The first CUDA GPU (needs a build with `--features cuda`).
-    Cuda,
-}
-
-impl DeviceKind {
-    pub fn device(self) -> Result<Device> {
-        match self {
-            DeviceKind::Cpu => Ok(Device::Cpu),
-            DeviceKind::Cuda if !cfg!(feature = "cuda") => bail!(
-                "--device cuda: this binary was built without the `cuda` feature \
-                 (rebuild with `cargo build --release --features cuda`)"
-            ),
-            DeviceKind::Cuda => Device::new_cuda(0).context("opening CUDA device 0"),
-        }
-    }
-}
 
 /// The encoder that builds an index (`index build`).
 #[derive(Debug, Clone, clap::Args)]
@@ -47,9 +22,8 @@ pub struct EncoderArgs {
     /// Override the pooling the model directory declares
     #[arg(long, value_enum)]
     pub pooling: Option<Pooling>,
-    /// Where to run the encoder
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
+    #[command(flatten)]
+    pub runtime: DeviceArgs,
 }
 
 /// The encoder that queries an index (`retrieve`, `search`, `train mine-negatives`): the index's
@@ -63,9 +37,8 @@ pub struct QueryEncoderArgs {
     /// Queries per encoder forward pass
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Where to run the query encoder
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
+    #[command(flatten)]
+    pub runtime: DeviceArgs,
 }
 
 crate::cli::clap_default!(EncoderArgs, QueryEncoderArgs);

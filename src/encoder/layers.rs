@@ -3,8 +3,14 @@
 //! records its graph node only when its inputs track gradients (and keeps what its backward
 //! pass needs only then). Weight names follow Hugging Face's `BertModel` / `XLMRobertaModel`
 //! (`embeddings.*`, `encoder.layer.{i}.*`), so checkpoints load and save unchanged.
+//!
+//! Reduced precision (`--precision bf16|f16`) is mixed precision, as PyTorch's autocast does it:
+//! the dense layers and the attention products run in the compute dtype (weights of a model
+//! under training stay f32 "master" variables and are cast on the way in, so their gradients
+//! arrive in f32); the embedding sum, every layer norm (with its residual add), the attention
+//! softmax and the pooling / normalisation run in f32. Sentence vectors are always f32.
 
-use candle_core::{D, Module, Result, Tensor};
+use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 
 use super::config::{Architecture, ModelConfig, Pooling};
@@ -37,9 +43,15 @@ impl LayerNorm {
             eps,
         })
     }
-    /// LN(x + residual).
+    /// LN(x + residual), in x's dtype; in f32 arithmetic whatever the dtype.
     fn forward(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        ops::add_layer_norm(x, residual, &self.weight, &self.bias, self.eps)
+        if x.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
+            return ops::add_layer_norm(x, residual, &self.weight, &self.bias, self.eps);
+        }
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+        let r = residual.map(f32).transpose()?;
+        let (w, b) = (f32(&self.weight)?, f32(&self.bias)?);
+        ops::add_layer_norm(&f32(x)?, r.as_ref(), &w, &b, self.eps)?.to_dtype(x.dtype())
     }
 }
 
@@ -48,7 +60,7 @@ struct Dense(Linear);
 
 impl Dense {
     fn forward(&self, x: &Tensor, act: Act) -> Result<Tensor> {
-        ops::linear(x, self.weight(), self.bias(), act)
+        linear_in(x, self.weight(), self.bias(), act)
     }
     fn weight(&self) -> &Tensor {
         self.0.weight()
@@ -56,6 +68,15 @@ impl Dense {
     fn bias(&self) -> &Tensor {
         self.0.bias().expect("dense layers have a bias")
     }
+}
+
+/// A dense layer in x's dtype: f32 master weights are cast to it (a differentiable cast, so
+/// their gradients come back in f32).
+fn linear_in(x: &Tensor, w: &Tensor, b: &Tensor, act: Act) -> Result<Tensor> {
+    if w.dtype() == x.dtype() {
+        return ops::linear(x, w, b, act);
+    }
+    ops::linear(x, &w.to_dtype(x.dtype())?, &b.to_dtype(x.dtype())?, act)
 }
 
 fn linear(vb: VarBuilder, inp: usize, out: usize) -> Result<Dense> {
@@ -112,7 +133,7 @@ impl Qkv {
             Qkv::Fixed(d) => d.forward(x, Act::Identity),
             Qkv::Trained(qkv) => {
                 let (w, b) = Self::stack(qkv)?;
-                ops::linear(x, &w, &b, Act::Identity)
+                linear_in(x, &w, &b, Act::Identity)
             }
         }
     }
@@ -167,13 +188,16 @@ pub struct Transformer {
     emb_norm: LayerNorm,
     layers: Vec<Layer>,
     heads: usize,
+    /// The dtype the layers compute in (the weights' own, or f32 masters cast to it).
+    dtype: DType,
     pub architecture: Architecture,
 }
 
 impl Transformer {
-    /// Builds the model from `vb` (weights under `embeddings.*` / `encoder.layer.*`).
-    /// With a `VarMap`-backed builder, missing weights are created with BERT-style init.
-    pub fn new(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
+    /// Builds the model from `vb` (weights under `embeddings.*` / `encoder.layer.*`), computing
+    /// in `dtype`. With a `VarMap`-backed builder, missing weights are created with BERT-style
+    /// init.
+    pub fn new(vb: VarBuilder, c: &ModelConfig, dtype: DType) -> Result<Self> {
         let e = vb.pp("embeddings");
         let layers = (0..c.num_hidden_layers)
             .map(|i| Layer::new(vb.pp(format!("encoder.layer.{i}")), c))
@@ -193,22 +217,28 @@ impl Transformer {
             emb_norm: LayerNorm::new(e.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
             layers,
             heads: c.num_attention_heads,
+            dtype,
             architecture: c.architecture,
         })
     }
 
-    /// Token states (b, t, hidden) of the last layer.
+    /// The dtype the layers compute in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Token states (b, t, hidden) of the last layer, in the compute dtype.
     pub fn forward(&self, batch: &Batch) -> Result<Tensor> {
-        let x = self
-            .word
-            .forward(&batch.input_ids)?
-            .add(&self.position.forward(&batch.position_ids)?)?
-            .add(&self.token_type.forward(&batch.type_ids)?)?;
-        let mut x = self.emb_norm.forward(&x, None)?;
+        let f32 = |t: Tensor| t.to_dtype(DType::F32);
+        // the three embeddings summed and normalised in f32, then cast to the compute dtype
+        let x = f32(self.word.forward(&batch.input_ids)?)?
+            .add(&f32(self.position.forward(&batch.position_ids)?)?)?
+            .add(&f32(self.token_type.forward(&batch.type_ids)?)?)?;
+        let mut x = self.emb_norm.forward(&x, None)?.to_dtype(self.dtype)?;
         let (b, t) = batch.mask.dims2()?;
         // 0 for real tokens, -10000 for padding (Hugging Face's value for BERT-era models;
-        // exp() of it is 0 in f32 and it stays finite in f16).
-        let bias = ((batch.mask.to_dtype(x.dtype())? - 1.0)? * 10000.0)?.reshape((b, 1, 1, t))?;
+        // exp() of it is 0 in f32 and it stays finite in f16); f32, added to f32 scores.
+        let bias = ((batch.mask.to_dtype(DType::F32)? - 1.0)? * 10000.0)?.reshape((b, 1, 1, t))?;
         for layer in &self.layers {
             x = layer.forward(&x, &bias, self.heads)?;
         }
@@ -216,8 +246,10 @@ impl Transformer {
     }
 }
 
-/// Sentence vectors (b, hidden) from token states under `mask`, L2-normalised when asked.
+/// Sentence vectors (b, hidden), f32, from token states under `mask`, L2-normalised when
+/// asked (pooled and normalised in f32 whatever the states' dtype).
 pub fn pool(states: &Tensor, mask: &Tensor, pooling: Pooling, normalize: bool) -> Result<Tensor> {
+    let states = &states.to_dtype(DType::F32)?;
     let pooled = match pooling {
         Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1)?,
         Pooling::Mean => {

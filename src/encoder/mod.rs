@@ -8,10 +8,12 @@
 pub mod args;
 pub mod bert;
 pub mod config;
+pub mod device;
 pub mod family;
 pub mod files;
 pub mod layers;
 pub mod ops;
+pub mod probe;
 pub mod save;
 pub mod simd;
 pub mod tokenize;
@@ -28,8 +30,9 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-pub use args::{DeviceKind, EncoderArgs, QueryEncoderArgs};
+pub use args::{EncoderArgs, QueryEncoderArgs};
 pub use config::{Architecture, ModelConfig, Pooling};
+pub use device::{DeviceArgs, DeviceSpec, Precision, Runtime, RuntimeInfo};
 pub use files::{ModelFiles, SentenceConfig};
 pub use layers::{Batch, Transformer};
 pub use tokenize::make_batch;
@@ -53,6 +56,10 @@ pub struct ModelInfo {
     pub max_length: usize,
     /// blake3 of the weights file: two models are the same model when this matches.
     pub weights_blake3: String,
+    /// Where and in what precision the vectors were computed (records before the device flags:
+    /// the CPU in f32). Not part of "the same model": a bf16 query encoder may query f32 vectors.
+    #[serde(default)]
+    pub runtime: RuntimeInfo,
 }
 
 impl ModelInfo {
@@ -92,6 +99,8 @@ pub struct Encoder {
     pub model: Transformer,
     pub tokenizer: Tokenizer,
     pub device: Device,
+    /// The device and precision the model runs in (weights of a trainable model stay f32).
+    pub runtime: Runtime,
     /// Present when loaded trainable: the parameters, by Hugging Face name.
     pub varmap: Option<VarMap>,
     /// Checkpoint tensors the encoder does not use (BERT's `pooler.*`), written back by
@@ -133,7 +142,9 @@ impl Encoder {
         let files = ModelFiles::find(&args.model)?;
         let config = ModelConfig::read(&files.config)?;
         let st = SentenceConfig::read(&files.dir)?;
-        let device = args.device.device()?;
+        let runtime = args.runtime.resolve()?;
+        let device = runtime.device.clone();
+        let compute = runtime.precision.dtype();
         let weights = read_weights(&files.weights, &device)?;
         let extra: HashMap<String, Tensor> = weights
             .iter()
@@ -142,15 +153,17 @@ impl Encoder {
             .collect();
         let (model, varmap) = if trainable {
             let varmap = VarMap::new();
+            // f32 master weights; the forward pass casts them to the compute precision
             let model = Transformer::new(
                 VarBuilder::from_varmap(&varmap, DType::F32, &device),
                 &config,
+                compute,
             )?;
             weights::fill_varmap(&varmap, &weights, &files.weights)?;
             (model, Some(varmap))
         } else {
-            let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
-            let model = Transformer::new(vb, &config).with_context(|| {
+            let vb = VarBuilder::from_tensors(weights, compute, &device);
+            let model = Transformer::new(vb, &config, compute).with_context(|| {
                 format!(
                     "{}: weights do not match config.json",
                     files.weights.display()
@@ -177,6 +190,7 @@ impl Encoder {
             dim: config.hidden_size,
             max_length,
             weights_blake3: hash_file(&files.weights)?,
+            runtime: runtime.info(),
         };
         Ok(Encoder {
             info,
@@ -184,6 +198,7 @@ impl Encoder {
             model,
             tokenizer,
             device,
+            runtime,
             varmap,
             extra,
         })

@@ -151,14 +151,14 @@ impl ItemIndex {
     pub fn query_encoder(
         &self,
         model: Option<&Path>,
-        device: encoder::DeviceKind,
+        runtime: encoder::DeviceArgs,
     ) -> Result<Encoder> {
         let path = model.map_or_else(|| PathBuf::from(&self.info.path), Path::to_path_buf);
         let enc = Encoder::load(&EncoderArgs {
             model: path,
             max_length: Some(self.info.max_length),
             pooling: Some(self.info.pooling),
-            device,
+            runtime,
             ..EncoderArgs::default()
         })
         .with_context(|| {

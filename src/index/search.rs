@@ -77,7 +77,7 @@ pub fn search(ctx: &Ctx, cfg: &SearchConfig) -> Result<SearchResult> {
     let index = ItemIndex::open(ctx)?;
     let hits = match cfg.mode {
         SearchMode::Dense => {
-            let enc = index.query_encoder(cfg.encoder.model.as_deref(), cfg.encoder.device)?;
+            let enc = index.query_encoder(cfg.encoder.model.as_deref(), cfg.encoder.runtime)?;
             let v = enc.encode(&[cfg.query.as_str()], 1, &indicatif::ProgressBar::hidden())?;
             index.search_vector(v.row(0), cfg.k)?
         }

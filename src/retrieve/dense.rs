@@ -54,7 +54,7 @@ impl<'a> Dense<'a> {
         );
         Ok(Dense {
             items,
-            encoder: index.query_encoder(args.model.as_deref(), args.device)?,
+            encoder: index.query_encoder(args.model.as_deref(), args.runtime)?,
             batch_size: args.batch_size,
             ann: ann.map(|p| (index, p)),
             stats: SearchStats::default(),
@@ -100,7 +100,14 @@ impl Retriever for Dense<'_> {
             return Ok(out);
         }
         let pb = io::progress(qv.len() as u64, "dense top-k", quiet);
-        let out = exact_topk(&qv, &items.vectors, &items.asins, k, &pb)?;
+        let out = exact_topk(
+            &qv,
+            &items.vectors,
+            &items.asins,
+            k,
+            &self.encoder.device,
+            &pb,
+        )?;
         pb.finish_and_clear();
         Ok(out)
     }
@@ -121,7 +128,8 @@ fn ann_vs_exact(
         dim: qv.dim,
         data: picks.iter().flat_map(|&i| qv.row(i).to_vec()).collect(),
     };
-    let exact = exact_topk(&sample, items, keys, k, &indicatif::ProgressBar::hidden())?;
+    let hidden = indicatif::ProgressBar::hidden();
+    let exact = exact_topk(&sample, items, keys, k, &Device::Cpu, &hidden)?;
     let mut sum = 0.0;
     for (e, &i) in exact.iter().zip(&picks) {
         let found: HashSet<u32> = ann[i].iter().map(|x| x.0).collect();
@@ -186,12 +194,14 @@ pub fn topk_row(scores: &[f32], keys: &[String], k: usize) -> Ranked {
 }
 
 /// Exact top-`k` items by inner product for every query row: the score matrix is computed a
-/// tile of queries at a time (TILE × items floats), rows selected on all cores.
+/// tile of queries at a time (TILE × items floats) on `device` (the item matrix is uploaded
+/// once; f32 products on a GPU too), each tile's rows selected on all cores of the CPU.
 pub fn exact_topk(
     queries: &Embeddings,
     items: &Embeddings,
     keys: &[String],
     k: usize,
+    device: &Device,
     pb: &indicatif::ProgressBar,
 ) -> Result<Vec<Ranked>> {
     anyhow::ensure!(
@@ -200,11 +210,11 @@ pub fn exact_topk(
     );
     let (n, d) = (items.len(), items.dim);
     let k = k.min(n);
-    let items_t = Tensor::from_slice(&items.data, (n, d), &Device::Cpu)?.t()?;
+    let items_t = Tensor::from_slice(&items.data, (n, d), device)?.t()?;
     let mut out = Vec::with_capacity(queries.len());
     for tile in queries.data.chunks(TILE * d) {
         let rows = tile.len() / d;
-        let q = Tensor::from_slice(tile, (rows, d), &Device::Cpu)?;
+        let q = Tensor::from_slice(tile, (rows, d), device)?;
         let scores: Vec<f32> = q.matmul(&items_t)?.flatten_all()?.to_vec1()?;
         let mut part: Vec<Ranked> = scores
             .par_chunks(n)
@@ -248,7 +258,8 @@ mod tests {
         };
         let (q, it) = (make(nq), make(ni));
         let k = keys(ni);
-        let got = exact_topk(&q, &it, &k, 10, &indicatif::ProgressBar::hidden()).unwrap();
+        let hidden = indicatif::ProgressBar::hidden();
+        let got = exact_topk(&q, &it, &k, 10, &Device::Cpu, &hidden).unwrap();
         for (qi, row) in got.iter().enumerate() {
             let mut all: Vec<(u32, f32)> = (0..ni)
                 .map(|i| {

@@ -71,6 +71,7 @@ pub(super) fn resolve_run(
     cfg.resume = true;
     cfg.output = Some(output.clone());
     cfg.halt_after = cli.halt_after;
+    cfg.inject_nonfinite_at = cli.inject_nonfinite_at;
     let started_on = raw["data_dir"].as_str().unwrap_or_default();
     anyhow::ensure!(
         Path::new(started_on) == data_dir,

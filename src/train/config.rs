@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::loss::DEFAULT_SCALE;
-use crate::encoder::{DEFAULT_MODEL, DeviceKind};
+use crate::encoder::{DEFAULT_MODEL, DeviceArgs};
 use crate::retrieve::QueryType;
 use crate::retrieve::query::DEFAULT_MAX_KEYWORDS;
 
@@ -85,13 +85,19 @@ pub struct RetrieverConfig {
     /// (and --seed) are ignored
     #[arg(long)]
     pub resume: bool,
-    /// Where to train
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
+    /// Where and in what precision to train (bf16 / f16: f32 master weights and AdamW state,
+    /// f16 with dynamic loss scaling)
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub runtime: DeviceArgs,
     /// Stop after this step as if the process were killed (tests of --resume)
     #[arg(long, hide = true)]
     #[serde(skip)]
     pub halt_after: Option<usize>,
+    /// Make this step's loss infinite (tests of f16 loss scaling)
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub inject_nonfinite_at: Option<usize>,
 }
 
 crate::cli::clap_default!(RetrieverConfig);

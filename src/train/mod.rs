@@ -1,5 +1,5 @@
 //! Retriever fine-tuning: the contrastive loss, AdamW, the schedule and sampler, the training
-//! loop (`train retriever`) with its flags, evaluation, state and checkpoints, hard-negative
+//! loop (`train retriever`) with its flags, mixed precision's loss scaling, evaluation, state and checkpoints, hard-negative
 //! mining (`train mine-negatives`).
 
 pub mod checkpoint;
@@ -9,5 +9,6 @@ pub mod loss;
 pub mod negatives;
 pub mod optim;
 pub mod retriever;
+pub mod scaler;
 pub mod schedule;
 pub mod state;

@@ -27,11 +27,12 @@ use super::checkpoint::{
 use super::evaluate::{eval_set, evaluate};
 use super::loss;
 use super::optim::{AdamW, AdamWParams};
+use super::scaler::LossScale;
 use super::schedule::{clip_grad_norm, item_distinct_batches, linear_warmup_decay};
 use super::state::{EvalPoint, TrainerState};
 use crate::cols;
 use crate::context::Ctx;
-use crate::encoder::{Encoder, EncoderArgs};
+use crate::encoder::{Encoder, EncoderArgs, Precision};
 use crate::io::{self, thousands, write_json};
 
 pub use super::config::RetrieverConfig;
@@ -52,6 +53,10 @@ pub struct TrainSummary {
     pub finished: bool,
     pub train_s: f64,
     pub steps_per_s: f64,
+    /// Where and in what precision it trained, e.g. `cpu, f32`.
+    pub runtime: String,
+    /// Steps skipped by f16 loss scaling (inf/NaN gradients), and the final scale.
+    pub loss_scale: Option<LossScale>,
 }
 
 impl fmt::Display for TrainSummary {
@@ -59,7 +64,7 @@ impl fmt::Display for TrainSummary {
         write!(
             f,
             "train retriever: {} of {} steps{} ({:.3} epochs of {} pairs, batch {}) in {:.1}s \
-             ({:.2} steps/s)",
+             ({:.2} steps/s) on {}",
             self.steps_done,
             self.total_steps,
             self.resumed_from
@@ -69,8 +74,18 @@ impl fmt::Display for TrainSummary {
             thousands(self.rows),
             self.batch_size,
             self.train_s,
-            self.steps_per_s
+            self.steps_per_s,
+            self.runtime
         )?;
+        if let Some(s) = &self.loss_scale {
+            write!(
+                f,
+                "\n  f16 loss scaling: {} step{} skipped (inf/NaN gradients), scale now {}",
+                s.skipped,
+                if s.skipped == 1 { "" } else { "s" },
+                s.scale
+            )?;
+        }
         let p = |e: &EvalPoint| format!("R@10 {:.4}  MRR {:.4}", e.recall_at_10, e.mrr);
         if let Some(b) = &self.base {
             write!(
@@ -122,7 +137,7 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
     );
     let enc = Encoder::load_trainable(&EncoderArgs {
         model: cfg.base_model.clone(),
-        device: cfg.device,
+        runtime: cfg.runtime,
         ..Default::default()
     })?;
     let q_len = enc.length_within(cfg.max_query_len);
@@ -169,12 +184,14 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
     let vars = opt.vars();
 
     // Fresh start or resume.
+    let f16 = enc.runtime.precision == Precision::F16;
     let mut state = TrainerState {
         step: 0,
         total_steps,
         base: None,
         best: None,
         finished: false,
+        loss_scale: f16.then(LossScale::default),
     };
     let mut resumed_from = None;
     if cli.resume {
@@ -190,10 +207,11 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
             .with_context(|| format!("loading {}", ckpt.display()))?;
         opt.load(&ckpt.join("optimizer.safetensors"))?;
         anyhow::ensure!(
-            opt.steps == st.step,
-            "{}: the optimizer state is at step {}, trainer_state.json says {}",
+            opt.steps + st.skipped_steps() == st.step,
+            "{}: the optimizer state is at step {} ({} skipped), trainer_state.json says {}",
             ckpt.display(),
             opt.steps,
+            st.skipped_steps(),
             st.step
         );
         truncate_metrics(&output.join("metrics.jsonl"), st.step)?;
@@ -209,6 +227,7 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
                 "args": &cfg,
                 "seed": seed,
                 "base_model": &enc.info,
+                "runtime": enc.runtime.info(),
                 "pairs": pairs_path,
                 "pairs_rows": rows.queries.len(),
                 "data_dir": ctx.layout.root,
@@ -247,20 +266,46 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
                 continue;
             }
             let lr = linear_warmup_decay(cfg.lr, step - 1, warmup, total_steps);
-            let loss = train_step(&enc, &rows, &batch, q_len, d_len, cfg.scale, mask_same)?;
-            let loss_v = loss.to_scalar::<f32>()? as f64;
-            anyhow::ensure!(
-                loss_v.is_finite(),
-                "step {step}: the loss is {loss_v} (try a lower --lr)"
-            );
-            let mut grads = loss.backward()?;
-            if cfg.max_grad_norm > 0.0 {
-                clip_grad_norm(&mut grads, &vars, cfg.max_grad_norm)?;
+            let mut loss = train_step(&enc, &rows, &batch, q_len, d_len, cfg.scale, mask_same)?;
+            if cfg.inject_nonfinite_at == Some(step) {
+                loss = (loss * f64::INFINITY)?;
             }
-            opt.step(&grads, lr)?;
+            let loss_v = loss.to_scalar::<f32>()? as f64;
+            // f16: a step whose loss or gradients are not finite is skipped (the scale halves)
+            let applied = match &mut state.loss_scale {
+                Some(ls) if !loss_v.is_finite() => {
+                    ls.skip();
+                    false
+                }
+                Some(ls) => {
+                    let mut grads = (loss * ls.scale)?.backward()?;
+                    let ok = ls.unscale(&mut grads, &vars)?;
+                    if ok {
+                        if cfg.max_grad_norm > 0.0 {
+                            clip_grad_norm(&mut grads, &vars, cfg.max_grad_norm)?;
+                        }
+                        opt.step(&grads, lr)?;
+                    }
+                    ok
+                }
+                None => {
+                    anyhow::ensure!(
+                        loss_v.is_finite(),
+                        "step {step}: the loss is {loss_v} (try a lower --lr)"
+                    );
+                    let mut grads = loss.backward()?;
+                    if cfg.max_grad_norm > 0.0 {
+                        clip_grad_norm(&mut grads, &vars, cfg.max_grad_norm)?;
+                    }
+                    opt.step(&grads, lr)?;
+                    true
+                }
+            };
             state.step = step;
-            loss_sum += loss_v;
-            loss_n += 1;
+            if applied {
+                loss_sum += loss_v;
+                loss_n += 1;
+            }
             pb.set_message(format!("loss {:.4} lr {lr:.2e}", loss_sum / loss_n as f64));
             pb.inc(1);
 
@@ -320,6 +365,8 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
         finished: state.finished,
         train_s: secs,
         steps_per_s: (state.step - start_step) as f64 / secs.max(1e-9),
+        runtime: format!("{}, {}", enc.runtime.name, enc.runtime.precision),
+        loss_scale: state.loss_scale,
     })
 }
 

@@ -20,4 +20,15 @@ pub struct TrainerState {
     pub base: Option<EvalPoint>,
     pub best: Option<EvalPoint>,
     pub finished: bool,
+    /// f16 training's loss scale (absent in f32 / bf16 runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<super::scaler::LossScale>,
+}
+
+impl TrainerState {
+    /// Steps skipped by loss scaling (inf/NaN gradients in f16): they count as steps, without
+    /// an optimizer update.
+    pub fn skipped_steps(&self) -> usize {
+        self.loss_scale.map_or(0, |s| s.skipped)
+    }
 }

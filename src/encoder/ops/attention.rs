@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp2, D, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, D, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{Data, cpu, exp, fused, keeps, matmul, slice};
@@ -62,13 +62,16 @@ pub fn attention(qkv: &Tensor, bias: &Tensor, heads: usize) -> Result<Tensor> {
                 .contiguous()
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
+        // the products in qkv's dtype, the softmax in f32 (mixed precision), P back to qkv's
+        let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?
+            .broadcast_add(&bias.to_dtype(DType::F32)?)?;
         let probs = if qkv.track_op() {
             candle_nn::ops::softmax(&scores, D::Minus1)?
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
         probs
+            .to_dtype(qkv.dtype())?
             .matmul(&v)?
             .transpose(1, 2)?
             .contiguous()?
