@@ -24,12 +24,11 @@
 //! process's peak RSS (`getrusage`), so a part run alone gives that part's peak memory.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use candle_core::{DType, Device};
 use recsys::Ctx;
 use recsys::data::synth::{self, SynthConfig};
-use recsys::encoder::{Encoder, EncoderArgs};
+use recsys::encoder::{Encoder, EncoderArgs, probe};
 use recsys::etl::build_items::{self, BuildItemsConfig};
 use recsys::train::loss::{DEFAULT_SCALE, mnrl, same_item_mask};
 
@@ -49,12 +48,9 @@ fn rows() -> Vec<Vec<u32>> {
     (0..BATCH).map(|r| row(r, TOKENS)).collect()
 }
 
-/// Row `r` of `len` tokens: [CLS] w… [SEP] (deterministic ids).
+/// Row `r` of `len` tokens: [CLS] w… [SEP] (deterministic ids, MiniLM's special ids).
 fn row(r: usize, len: usize) -> Vec<u32> {
-    let mut v = vec![101u32];
-    v.extend((1..len - 1).map(|i| 1000 + ((r * 7919 + i * 104_729) % 28_000) as u32));
-    v.push(102);
-    v
+    probe::row(r, len, (101, 102), 30_522)
 }
 
 /// The shape of real review pairs (`train_step_long`): 32 queries of 40–256 tokens, padded to
@@ -67,20 +63,13 @@ fn long_rows() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
     (queries, docs)
 }
 
-/// Median and minimum seconds of `n` runs after `warmup` untimed ones.
+/// Median and minimum seconds of `n` runs after `warmup` untimed ones (the probe's timer).
 fn timed(warmup: usize, n: usize, mut f: impl FnMut()) -> (f64, f64) {
-    for _ in 0..warmup {
+    probe::timed(warmup, n, || -> Result<(), std::convert::Infallible> {
         f();
-    }
-    let mut t: Vec<f64> = (0..n)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    (t[n / 2], t[0])
+        Ok(())
+    })
+    .unwrap_or_else(|e| match e {})
 }
 
 fn peak_rss_mb() -> f64 {

@@ -14,7 +14,7 @@
 #     vocab 250,002) encode 32 × 512 and a train step 16 × 256 + 16 × 512, with peak GPU memory
 #     (nvidia-smi, sampled every 50 ms, for both sides).
 # Needs: the bundle, python3; PyTorch + transformers + sentence-transformers for the PyTorch
-# rows (skipped with a note where absent). Finishes in ≤ 8 minutes on one H100 / H200.
+# rows (in python3 or $DEVICE_CHECK_PYTHON; skipped with a note where absent). Finishes in ≤ 8 minutes on one H100 / H200.
 # DEVICE_CHECK_DEVICE=cpu runs the same checks on the CPU with reduced shapes (this script's own
 # test on a machine without a GPU; the bundle starts there on its stubs).
 set -uo pipefail
@@ -30,6 +30,7 @@ t_start=$(date +%s)
 log() { echo "device_check: $*" | tee -a "$LOG" >&2; }
 rows=()
 row() { rows+=("| $1 | $2 | $3 | $4 |"); log "$1: $2 ($4)"; }
+field() { python3 -c 'import json,sys; r=json.loads(sys.argv[1][7:]); print(r.get(sys.argv[2], ""))' "$1" "$2"; }
 
 tarball=$(ls -t dist/recsys-cuda-*.tar.xz 2>/dev/null | head -1)
 [ -n "$tarball" ] || { echo "device_check: no dist/recsys-cuda-*.tar.xz: run \`make build-cuda\` first" >&2; exit 2; }
@@ -47,8 +48,9 @@ verdict=$([ "$missing" = 0 ] && { [ "$DEV" = cpu ] || [ "$stubs" = 0 ]; } && ech
 row "libraries (launcher + ldd)" "$stubs of 5 CUDA libraries are stubs, $missing missing in ldd" "0 stubs ($want_stubs here), 0 missing" "$verdict"
 if [ "$DEV" != cpu ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >> "$LOG" 2>&1 || true
-  err=$("$R" --device cuda search x 2>&1 >/dev/null | head -1)
-  case "$err" in *"no CUDA GPU"*|*"built without CUDA"*) row "GPU visible" "$err" "opens" FAIL ;; esac
+  if err=$("$R" debug probe forward --model models/all-MiniLM-L6-v2 --device cuda --warmup 0 --runs 1 2>&1); then
+    row "GPU opens" "$(field "$(echo "$err" | grep '^RESULT ')" device)" "opens" pass
+  else row "GPU opens" "$(echo "$err" | tail -1)" "opens" FAIL; fi
 fi
 
 # --- parity -----------------------------------------------------------------------------------
@@ -169,22 +171,21 @@ EOF
 done
 
 # --- speed ------------------------------------------------------------------------------------
-have_torch=$(python3 -c 'import torch, transformers, sentence_transformers; print(1)' 2>/dev/null || echo 0)
+PY="${DEVICE_CHECK_PYTHON:-python3}"  # the PyTorch side's interpreter
+have_torch=$("$PY" -c 'import torch, transformers, sentence_transformers; print(1)' 2>/dev/null || echo 0)
 peak_file="$W/smi"
 sample_start() { : > "$peak_file"; if command -v nvidia-smi >/dev/null && [ "$DEV" != cpu ]; then
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 > "$peak_file" 2>/dev/null & SMI=$!; else SMI=""; fi; }
 sample_stop() { [ -n "$SMI" ] && kill "$SMI" 2>/dev/null; wait "$SMI" 2>/dev/null; sort -n "$peak_file" | tail -1; }
-field() { python3 -c 'import json,sys; r=json.loads(sys.argv[1][7:]); print(r.get(sys.argv[2], ""))' "$1" "$2"; }
 speed() { # label model precision part batch tokens doc_tokens runs
   local label=$1 model=$2 p=$3 part=$4 b=$5 t=$6 dt=$7 runs=$8 c pt cm pm
   sample_start
   c=$("$R" debug probe "$part" --model "$model" --device "$DEV" --precision "$p" --batch "$b" --tokens "$t" --doc-tokens "$dt" --warmup 2 --runs "$runs" 2>> "$LOG" | grep '^RESULT ')
   cm=$(sample_stop)
   echo "$c" >> "$LOG"
-  local pyp=$p; [ "$p" = f32 ] && [ "$DEV" != cpu ] && pyp=f32
   if [ "$have_torch" = 1 ]; then
     sample_start
-    pt=$(python3 benches/encoder_torch.py --device "$DEV" --precision "$pyp" --model "$model" --batch "$b" --tokens "$t" --doc-tokens "$dt" \
+    pt=$("$PY" benches/encoder_torch.py --device "$DEV" --precision "$p" --model "$model" --batch "$b" --tokens "$t" --doc-tokens "$dt" \
       "$([ "$part" = forward ] && echo forward || echo train_step)" 2>> "$LOG" | grep '^RESULT ')
     pm=$(sample_stop)
     echo "$pt" >> "$LOG"

@@ -36,14 +36,6 @@ fn matrix(v: &Value) -> Vec<Vec<f32>> {
     serde_json::from_value(v.clone()).unwrap()
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 fn args(model: PathBuf, max_length: Option<usize>, pooling: Option<Pooling>) -> EncoderArgs {
     EncoderArgs {
         model,
@@ -88,7 +80,7 @@ fn minilm_matches_sentence_transformers() {
         let got = enc.encode(&texts, bs, &pb).unwrap();
         let mut worst = 0f32;
         for (i, w) in want.iter().enumerate() {
-            let d = max_abs_diff(got.row(i), w);
+            let d = common::max_abs_diff(got.row(i), w);
             worst = worst.max(d);
             assert!(
                 d < TOL,
@@ -99,7 +91,7 @@ fn minilm_matches_sentence_transformers() {
         eprintln!("batch size {bs}: max abs diff vs sentence-transformers {worst:.2e}");
         runs.push(got);
     }
-    assert!(max_abs_diff(&runs[0].data, &runs[2].data) < 1e-5);
+    assert!(common::max_abs_diff(&runs[0].data, &runs[2].data) < 1e-5);
     // Same batch size twice: identical bits.
     let again = enc.encode(&texts, 32, &pb).unwrap();
     assert_eq!(again.data, runs[2].data);
@@ -126,7 +118,7 @@ fn tiny_parity(name: &str) {
             let states: Vec<Vec<Vec<f32>>> = model.forward(&batch).unwrap().to_vec3().unwrap();
             for (i, want) in want_hidden.iter().enumerate() {
                 for (j, w) in want.iter().enumerate() {
-                    let d = max_abs_diff(&states[i][j], w);
+                    let d = common::max_abs_diff(&states[i][j], w);
                     assert!(
                         d < TOL,
                         "{name} {what}: text {i} token {j}: max abs diff {d}"
@@ -144,7 +136,7 @@ fn tiny_parity(name: &str) {
             .encode(&texts, 4, &indicatif::ProgressBar::hidden())
             .unwrap();
         for (i, w) in want.iter().enumerate() {
-            let d = max_abs_diff(got.row(i), w);
+            let d = common::max_abs_diff(got.row(i), w);
             assert!(d < TOL, "{name} {key} pooling, text {i}: max abs diff {d}");
         }
     }
@@ -170,7 +162,7 @@ fn params_without_gradient(name: &str) -> (usize, Vec<String>) {
     let batch = enc.batch(&refs).unwrap();
     let v = enc.embed(&batch).unwrap();
     // A loss that depends on every coordinate (unit vectors: a plain sum of squares would not).
-    let w = Tensor::arange(0f32, v.dim(D::Minus1).unwrap() as f32, &enc.device)
+    let w = Tensor::arange(0f32, v.dim(D::Minus1).unwrap() as f32, enc.device())
         .unwrap()
         .sin()
         .unwrap();
@@ -217,7 +209,7 @@ fn trainable_and_inference_loads_agree() {
         .unwrap()
         .encode(&texts, 2, &pb)
         .unwrap();
-    assert!(max_abs_diff(&x.data, &y.data) < 1e-6);
+    assert!(common::max_abs_diff(&x.data, &y.data) < 1e-6);
 }
 
 #[test]
@@ -297,7 +289,7 @@ fn saved_model_loads_back_identically() {
         let pb = indicatif::ProgressBar::hidden();
         let a = enc.encode(&texts, 2, &pb).unwrap();
         let b = back.encode(&texts, 2, &pb).unwrap();
-        assert!(max_abs_diff(&a.data, &b.data) < 1e-6, "{name}");
+        assert!(common::max_abs_diff(&a.data, &b.data) < 1e-6, "{name}");
         // saving again replaces the directory
         enc.save(&out).unwrap();
     }

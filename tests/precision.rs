@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{D, DType, Tensor};
 use recsys::encoder::{DeviceArgs, Encoder, EncoderArgs, Pooling, Precision};
-use recsys::etl::build_items::{self, BuildItemsConfig};
-use recsys::etl::pairs::{self, PairsConfig};
+use recsys::etl::pairs::PairFormat;
 use recsys::train::loss::{DEFAULT_SCALE, mnrl, same_item_mask};
 use recsys::train::retriever::{self, RetrieverConfig};
 use serde_json::Value;
@@ -54,14 +53,6 @@ fn args(
     }
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// Encodes the fixture's texts in `p`, loaded for inference and for training (f32 master
 /// weights cast per layer), and returns the worst difference from the reference vectors.
 fn worst_vs_reference(
@@ -84,7 +75,7 @@ fn worst_vs_reference(
         assert_eq!(enc.info.runtime.precision, p, "recorded with the vectors");
         let got = enc.encode(texts, 5, &pb).unwrap();
         for (i, w) in want.iter().enumerate() {
-            worst = worst.max(max_abs_diff(got.row(i), w));
+            worst = worst.max(common::max_abs_diff(got.row(i), w));
         }
     }
     worst
@@ -142,7 +133,7 @@ fn every_parameter_gets_a_finite_gradient_in_reduced_precision() {
             let refs: Vec<&[u32]> = tok.iter().map(|r| r.as_slice()).collect();
             let v = enc.embed(&enc.batch(&refs).unwrap()).unwrap();
             assert_eq!(v.dtype(), DType::F32, "sentence vectors are f32");
-            let w = Tensor::arange(0f32, v.dim(D::Minus1).unwrap() as f32, &enc.device)
+            let w = Tensor::arange(0f32, v.dim(D::Minus1).unwrap() as f32, enc.device())
                 .unwrap()
                 .sin()
                 .unwrap();
@@ -200,24 +191,10 @@ fn every_parameter_gets_a_finite_gradient_in_reduced_precision() {
     }
 }
 
-fn root_with_pairs() -> (tempfile::TempDir, recsys::Ctx) {
-    let (dir, ctx) = common::synth_root(1_500, 150);
-    build_items::run(&ctx, &BuildItemsConfig::default()).unwrap();
-    pairs::run(&ctx, &PairsConfig::default()).unwrap();
-    (dir, ctx)
-}
-
 fn cfg(output: &Path, p: Precision) -> RetrieverConfig {
     RetrieverConfig {
-        base_model: fixture("tiny-bert"),
-        output: Some(output.to_path_buf()),
-        batch_size: 16,
-        lr: 1e-3,
-        max_query_len: 48,
-        max_doc_len: 48,
-        eval_queries: 0,
         runtime: on_cpu(p),
-        ..Default::default()
+        ..common::train_cfg(output)
     }
 }
 
@@ -242,9 +219,9 @@ fn loss_on_pairs(ctx: &recsys::Ctx, model: &Path) -> f32 {
         enc.encode(&d, 64, &pb).unwrap(),
     );
     let t = |e: &recsys::encoder::Embeddings| {
-        Tensor::from_slice(&e.data, (e.len(), e.dim), &enc.device).unwrap()
+        Tensor::from_slice(&e.data, (e.len(), e.dim), enc.device()).unwrap()
     };
-    let mask = same_item_mask(&ids, &ids, true, DType::F32, &enc.device).unwrap();
+    let mask = same_item_mask(&ids, &ids, true, DType::F32, enc.device()).unwrap();
     mnrl(&t(&qv), &t(&dv), None, &mask, DEFAULT_SCALE)
         .unwrap()
         .to_scalar::<f32>()
@@ -255,7 +232,7 @@ fn loss_on_pairs(ctx: &recsys::Ctx, model: &Path) -> f32 {
 /// and the run records its precision.
 #[test]
 fn bf16_fine_tune_lowers_the_loss() {
-    let (dir, ctx) = root_with_pairs();
+    let (dir, ctx) = common::pairs_root(PairFormat::Pair);
     let out = dir.path().join("bf16");
     let s = retriever::run(
         &ctx,
@@ -285,23 +262,11 @@ fn bf16_fine_tune_lowers_the_loss() {
     );
 }
 
-fn weights(dir: &Path) -> Vec<f32> {
-    let t =
-        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
-            .unwrap();
-    let mut names: Vec<&String> = t.keys().collect();
-    names.sort();
-    names
-        .into_iter()
-        .flat_map(|n| t[n].flatten_all().unwrap().to_vec1::<f32>().unwrap())
-        .collect()
-}
-
 /// A bf16 run killed after step 5 and resumed from its checkpoint at step 3 ends with the same
 /// weights, to the bit, as one that ran straight through.
 #[test]
 fn resumed_bf16_run_is_bit_identical() {
-    let (dir, ctx) = root_with_pairs();
+    let (dir, ctx) = common::pairs_root(PairFormat::Pair);
     let base = RetrieverConfig {
         max_steps: Some(8),
         save_steps: 3,
@@ -338,8 +303,8 @@ fn resumed_bf16_run_is_bit_identical() {
     .unwrap();
     assert_eq!((s.finished, s.resumed_from), (true, Some(3)));
     assert_eq!(
-        weights(&whole),
-        weights(&cut),
+        common::model_weights(&whole),
+        common::model_weights(&cut),
         "resumed bf16 weights differ"
     );
 }
@@ -349,7 +314,7 @@ fn resumed_bf16_run_is_bit_identical() {
 /// with finite weights; the skip count and the scale survive a resume.
 #[test]
 fn f16_loss_scaling_skips_an_inf_step_and_recovers() {
-    let (dir, ctx) = root_with_pairs();
+    let (dir, ctx) = common::pairs_root(PairFormat::Pair);
     let plain = RetrieverConfig {
         max_steps: Some(8),
         save_steps: 4,
@@ -390,9 +355,13 @@ fn f16_loss_scaling_skips_an_inf_step_and_recovers() {
         s.to_string().contains(&format!("{} step", ls.skipped)),
         "{s}"
     );
-    let w = weights(&whole);
+    let w = common::model_weights(&whole);
     assert!(w.iter().all(|x| x.is_finite()));
-    assert_ne!(w, weights(&fixture("tiny-bert")), "the other steps trained");
+    assert_ne!(
+        w,
+        common::model_weights(&fixture("tiny-bert")),
+        "the other steps trained"
+    );
     // the same run killed after step 6 and resumed from checkpoint-4 (scale and skips inside it)
     let cut = dir.path().join("cut");
     retriever::run(
@@ -414,5 +383,5 @@ fn f16_loss_scaling_skips_an_inf_step_and_recovers() {
     )
     .unwrap();
     assert_eq!(s.loss_scale, Some(ls));
-    assert_eq!(w, weights(&cut), "resumed f16 weights differ");
+    assert_eq!(w, common::model_weights(&cut), "resumed f16 weights differ");
 }

@@ -3,66 +3,22 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use recsys::Ctx;
 use recsys::encoder::{Encoder, EncoderArgs};
-use recsys::etl::build_items::{self, BuildItemsConfig};
-use recsys::etl::pairs::{self, PairFormat, PairsConfig};
+use recsys::etl::pairs::PairFormat;
 use recsys::index::{self, IndexBuildConfig};
 use recsys::train::negatives::{self, MineConfig};
 use recsys::train::retriever::{self, RetrieverConfig};
-
-fn tiny_bert() -> PathBuf {
-    common::fixture("encoder").join("tiny-bert")
-}
-
-fn root_with_pairs(format: PairFormat) -> (tempfile::TempDir, Ctx) {
-    let (dir, ctx) = common::synth_root(1_500, 150);
-    build_items::run(&ctx, &BuildItemsConfig::default()).unwrap();
-    pairs::run(
-        &ctx,
-        &PairsConfig {
-            format,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    (dir, ctx)
-}
-
-fn cfg(output: &Path) -> RetrieverConfig {
-    RetrieverConfig {
-        base_model: tiny_bert(),
-        output: Some(output.to_path_buf()),
-        batch_size: 16,
-        lr: 1e-3,
-        max_query_len: 48,
-        max_doc_len: 48,
-        eval_queries: 0,
-        ..Default::default()
-    }
-}
 
 /// The error of `--resume` on `out`.
 fn resume_error(ctx: &Ctx, out: &Path) -> String {
     let cfg = RetrieverConfig {
         resume: true,
-        ..cfg(out)
+        ..common::train_cfg(out)
     };
     retriever::run(ctx, &cfg).unwrap_err().to_string()
-}
-
-fn weights(dir: &Path) -> Vec<f32> {
-    let t =
-        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
-            .unwrap();
-    let mut names: Vec<&String> = t.keys().collect();
-    names.sort();
-    names
-        .into_iter()
-        .flat_map(|n| t[n].flatten_all().unwrap().to_vec1::<f32>().unwrap())
-        .collect()
 }
 
 fn vector(model: &Path, text: &str) -> Vec<f32> {
@@ -79,7 +35,7 @@ fn vector(model: &Path, text: &str) -> Vec<f32> {
 
 #[test]
 fn training_improves_valid_recall_and_saves_a_loadable_model() {
-    let (dir, ctx) = root_with_pairs(PairFormat::Triplet);
+    let (dir, ctx) = common::pairs_root(PairFormat::Triplet);
     let out = dir.path().join("models/tiny-ft");
     let s = retriever::run(
         &ctx,
@@ -87,7 +43,7 @@ fn training_improves_valid_recall_and_saves_a_loadable_model() {
             max_steps: Some(40),
             eval_queries: 100,
             eval_steps: 20,
-            ..cfg(&out)
+            ..common::train_cfg(&out)
         },
     )
     .unwrap();
@@ -144,7 +100,7 @@ fn training_improves_valid_recall_and_saves_a_loadable_model() {
 
     // the saved model loads, embeds differently from the base, and its index can be built
     let text = "gentle shampoo for curly hair";
-    let (a, b) = (vector(&tiny_bert(), text), vector(&out, text));
+    let (a, b) = (vector(&common::tiny_bert(), text), vector(&out, text));
     assert_eq!(a.len(), b.len());
     assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3));
     index::build(
@@ -160,7 +116,9 @@ fn training_improves_valid_recall_and_saves_a_loadable_model() {
     .unwrap();
 
     // a second run into the same directory is refused unless it resumes
-    let err = retriever::run(&ctx, &cfg(&out)).unwrap_err().to_string();
+    let err = retriever::run(&ctx, &common::train_cfg(&out))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--resume"), "{err}");
     let err = resume_error(&ctx, &out);
     assert!(err.contains("has finished"), "{err}");
@@ -170,11 +128,11 @@ fn training_improves_valid_recall_and_saves_a_loadable_model() {
 /// run that was never interrupted.
 #[test]
 fn killed_run_resumes_to_the_same_weights() {
-    let (dir, ctx) = root_with_pairs(PairFormat::Pair);
+    let (dir, ctx) = common::pairs_root(PairFormat::Pair);
     let base = RetrieverConfig {
         max_steps: Some(12),
         save_steps: 5,
-        ..cfg(Path::new("unused"))
+        ..common::train_cfg(Path::new("unused"))
     };
     let whole = dir.path().join("whole");
     let s = retriever::run(
@@ -221,14 +179,18 @@ fn killed_run_resumes_to_the_same_weights() {
     assert!(s.finished);
     assert_eq!(s.resumed_from, Some(5));
     assert_eq!(s.steps_done, 12);
-    assert_eq!(weights(&whole), weights(&cut), "resumed weights differ");
+    assert_eq!(
+        common::model_weights(&whole),
+        common::model_weights(&cut),
+        "resumed weights differ"
+    );
     assert!(!cut.join("checkpoint-5").exists());
     vector(&cut, "loads");
 }
 
 #[test]
 fn resume_without_a_checkpoint_is_explained() {
-    let (dir, ctx) = root_with_pairs(PairFormat::Pair);
+    let (dir, ctx) = common::pairs_root(PairFormat::Pair);
     let out = dir.path().join("early");
     retriever::run(
         &ctx,
@@ -236,7 +198,7 @@ fn resume_without_a_checkpoint_is_explained() {
             max_steps: Some(10),
             save_steps: 5,
             halt_after: Some(3),
-            ..cfg(&out)
+            ..common::train_cfg(&out)
         },
     )
     .unwrap();
@@ -252,7 +214,7 @@ fn resume_without_a_checkpoint_is_explained() {
 #[test]
 fn missing_pairs_file_is_explained() {
     let (dir, ctx) = common::synth_root(300, 30);
-    let err = retriever::run(&ctx, &cfg(&dir.path().join("m")))
+    let err = retriever::run(&ctx, &common::train_cfg(&dir.path().join("m")))
         .unwrap_err()
         .to_string();
     assert!(err.contains("training_pairs.parquet"), "{err}");
@@ -261,12 +223,12 @@ fn missing_pairs_file_is_explained() {
 
 #[test]
 fn mined_negatives_come_from_the_window_and_train() {
-    let (dir, ctx) = root_with_pairs(PairFormat::Pair);
+    let (dir, ctx) = common::pairs_root(PairFormat::Pair);
     index::build(
         &ctx,
         &IndexBuildConfig {
             encoder: EncoderArgs {
-                model: tiny_bert(),
+                model: common::tiny_bert(),
                 max_length: Some(48),
                 ..Default::default()
             },
@@ -339,7 +301,7 @@ fn mined_negatives_come_from_the_window_and_train() {
         &RetrieverConfig {
             pairs: Some(ctx.layout.training_pairs_mined()),
             max_steps: Some(3),
-            ..cfg(&dir.path().join("hard"))
+            ..common::train_cfg(&dir.path().join("hard"))
         },
     )
     .unwrap();

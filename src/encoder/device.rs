@@ -92,9 +92,6 @@ impl Precision {
             Precision::F16 => DType::F16,
         }
     }
-    pub fn is_reduced(self) -> bool {
-        self != Precision::F32
-    }
 }
 
 impl fmt::Display for Precision {
@@ -199,6 +196,7 @@ impl DeviceArgs {
 
 /// An opened GPU.
 #[allow(dead_code)] // constructed only with the `cuda` feature
+#[derive(Clone)]
 struct Gpu {
     device: Device,
     name: String,
@@ -229,7 +227,7 @@ mod cuda {
 
     /// Devices opened so far, by ordinal: one candle device per GPU per process (tensors of
     /// two candle devices on the same GPU cannot meet in one op).
-    static OPEN: OnceLock<Mutex<HashMap<usize, (Device, String, bool)>>> = OnceLock::new();
+    static OPEN: OnceLock<Mutex<HashMap<usize, Gpu>>> = OnceLock::new();
 
     fn driver_error(e: &dyn std::fmt::Debug) -> String {
         let e = format!("{e:?}");
@@ -251,12 +249,8 @@ mod cuda {
         let mut open = open
             .lock()
             .map_err(|_| "the device table is poisoned".to_string())?;
-        if let Some((device, name, bf16)) = open.get(&ordinal) {
-            return Ok(Gpu {
-                device: device.clone(),
-                name: name.clone(),
-                bf16: *bf16,
-            });
+        if let Some(gpu) = open.get(&ordinal) {
+            return Ok(gpu.clone());
         }
         let n = CudaContext::device_count().map_err(|e| driver_error(&e))?;
         if n <= 0 {
@@ -282,10 +276,13 @@ mod cuda {
         let model = ctx.name().unwrap_or_else(|_| "GPU".into());
         let device = Device::new_cuda(ordinal)
             .map_err(|e| format!("opening CUDA GPU {ordinal} ({model}): {e}"))?;
-        let name = format!("cuda:{ordinal} ({model}, sm_{major}{minor})");
-        let bf16 = major >= 8;
-        open.insert(ordinal, (device.clone(), name.clone(), bf16));
-        Ok(Gpu { device, name, bf16 })
+        let gpu = Gpu {
+            device,
+            name: format!("cuda:{ordinal} ({model}, sm_{major}{minor})"),
+            bf16: major >= 8,
+        };
+        open.insert(ordinal, gpu.clone());
+        Ok(gpu)
     }
 }
 

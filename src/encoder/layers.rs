@@ -36,22 +36,24 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// The weights are f32 whatever the compute dtype (layer norms run in f32).
     fn new(vb: VarBuilder, size: usize, eps: f64) -> Result<Self> {
+        let get = |name, init| vb.get_with_hints_dtype(size, name, init, DType::F32);
         Ok(LayerNorm {
-            weight: vb.get_with_hints(size, "weight", Init::Const(1.0))?,
-            bias: vb.get_with_hints(size, "bias", Init::Const(0.0))?,
+            weight: get("weight", Init::Const(1.0))?,
+            bias: get("bias", Init::Const(0.0))?,
             eps,
         })
     }
-    /// LN(x + residual), in x's dtype; in f32 arithmetic whatever the dtype.
+    /// LN(x + residual) in f32 arithmetic, returned in x's dtype.
     fn forward(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        if x.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
+        if x.dtype() == DType::F32 {
             return ops::add_layer_norm(x, residual, &self.weight, &self.bias, self.eps);
         }
         let f32 = |t: &Tensor| t.to_dtype(DType::F32);
         let r = residual.map(f32).transpose()?;
-        let (w, b) = (f32(&self.weight)?, f32(&self.bias)?);
-        ops::add_layer_norm(&f32(x)?, r.as_ref(), &w, &b, self.eps)?.to_dtype(x.dtype())
+        ops::add_layer_norm(&f32(x)?, r.as_ref(), &self.weight, &self.bias, self.eps)?
+            .to_dtype(x.dtype())
     }
 }
 

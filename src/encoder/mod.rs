@@ -98,7 +98,6 @@ pub struct Encoder {
     pub config: ModelConfig,
     pub model: Transformer,
     pub tokenizer: Tokenizer,
-    pub device: Device,
     /// The device and precision the model runs in (weights of a trainable model stay f32).
     pub runtime: Runtime,
     /// Present when loaded trainable: the parameters, by Hugging Face name.
@@ -197,11 +196,15 @@ impl Encoder {
             config,
             model,
             tokenizer,
-            device,
             runtime,
             varmap,
             extra,
         })
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.runtime.device
     }
 
     /// A per-call token limit (training's query / item lengths) within the model's resolved

@@ -61,10 +61,10 @@ pub struct ProbeConfig {
     pub runtime: DeviceArgs,
 }
 
-/// Row `r` of `len` tokens: [CLS] w… [SEP] with deterministic ids — benches/encoder.rs's rows
-/// (and benches/encoder_torch.py's) for a vocabulary of 29,000 or more, else ids folded into
-/// it — with the special ids of the model's tokenizer.
-fn row(r: usize, len: usize, (cls, sep): (u32, u32), vocab: usize) -> Vec<u32> {
+/// Row `r` of `len` tokens: [CLS] w… [SEP] with deterministic ids (benches/encoder.rs and
+/// benches/encoder_torch.py build the same rows) for a vocabulary of 29,000 or more, else ids
+/// folded into it; `(cls, sep)` are the model's special ids.
+pub fn row(r: usize, len: usize, (cls, sep): (u32, u32), vocab: usize) -> Vec<u32> {
     let (base, span) = if vocab >= 29_000 {
         (1000, 28_000)
     } else {
@@ -82,7 +82,12 @@ fn texts(cfg: &ProbeConfig) -> Result<Vec<String>> {
     serde_json::from_str(&s).with_context(|| format!("{}: not a JSON list of texts", p.display()))
 }
 
-fn timed(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+/// Median and minimum seconds of `runs` runs of `f` after `warmup` untimed ones.
+pub fn timed<E>(
+    warmup: usize,
+    runs: usize,
+    mut f: impl FnMut() -> std::result::Result<(), E>,
+) -> std::result::Result<(f64, f64), E> {
     for _ in 0..warmup {
         f()?;
     }
@@ -122,7 +127,7 @@ pub fn run(cfg: &ProbeConfig) -> Result<String> {
             .map(|r| row(r + off, len, (cls, sep), vocab))
             .collect()
     };
-    let sync = || enc.device.synchronize();
+    let sync = || enc.device().synchronize();
     let result = |part: &str, (median, min): (f64, f64), extra: serde_json::Value| {
         let mut o = serde_json::json!({
             "side": "candle", "part": part, "device": enc.runtime.name,
@@ -157,7 +162,7 @@ pub fn run(cfg: &ProbeConfig) -> Result<String> {
             let refs: Vec<&[u32]> = tok.iter().map(Vec::as_slice).collect();
             let v = enc.embed(&enc.batch(&refs)?)?;
             // a loss that depends on every coordinate (tests/encoder.rs's)
-            let w = Tensor::arange(0f32, v.dim(D::Minus1)? as f32, &enc.device)?.sin()?;
+            let w = Tensor::arange(0f32, v.dim(D::Minus1)? as f32, enc.device())?.sin()?;
             let grads = v.broadcast_mul(&w)?.sum_all()?.backward()?;
             let vars = enc.varmap.as_ref().context("trainable encoder")?;
             let mut out: HashMap<String, Tensor> = HashMap::new();
@@ -182,7 +187,7 @@ pub fn run(cfg: &ProbeConfig) -> Result<String> {
             let ids = rows(cfg.batch, cfg.tokens, 0);
             let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
             let batch = enc.batch(&refs)?;
-            let t = timed(cfg.warmup, cfg.runs, || {
+            let t = timed(cfg.warmup, cfg.runs, || -> Result<()> {
                 super::ops::no_grad(|| enc.embed(&batch))?;
                 Ok(sync()?)
             })?;
@@ -200,8 +205,8 @@ pub fn run(cfg: &ProbeConfig) -> Result<String> {
             let qb = enc.batch(&q.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
             let db = enc.batch(&d.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
             let items: Vec<u64> = (0..cfg.batch as u64).collect();
-            let mask = same_item_mask(&items, &items, true, candle_core::DType::F32, &enc.device)?;
-            let t = timed(cfg.warmup, cfg.runs, || {
+            let mask = same_item_mask(&items, &items, true, candle_core::DType::F32, enc.device())?;
+            let t = timed(cfg.warmup, cfg.runs, || -> Result<()> {
                 let (qv, dv) = (enc.embed(&qb)?, enc.embed(&db)?);
                 let loss = mnrl(&qv, &dv, None, &mask, DEFAULT_SCALE)?;
                 drop(loss.backward()?);

@@ -45,7 +45,7 @@ impl Encoder {
             ids,
             self.config.architecture,
             self.config.pad_token_id,
-            &self.device,
+            self.device(),
         )
     }
 }

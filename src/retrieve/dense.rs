@@ -105,7 +105,7 @@ impl Retriever for Dense<'_> {
             &items.vectors,
             &items.asins,
             k,
-            &self.encoder.device,
+            self.encoder.device(),
             &pb,
         )?;
         pb.finish_and_clear();

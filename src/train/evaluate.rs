@@ -93,7 +93,7 @@ pub fn evaluate(
         &items,
         &es.asins,
         100,
-        &enc.device,
+        enc.device(),
         &indicatif::ProgressBar::hidden(),
     )?;
     pb.finish_and_clear();

@@ -271,41 +271,34 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
                 loss = (loss * f64::INFINITY)?;
             }
             let loss_v = loss.to_scalar::<f32>()? as f64;
-            // f16: a step whose loss or gradients are not finite is skipped (the scale halves)
-            let applied = match &mut state.loss_scale {
+            // the gradients of the loss, or none when f16 loss scaling skips the step (a loss
+            // or gradient that is not finite: the scale halves)
+            let grads = match &mut state.loss_scale {
                 Some(ls) if !loss_v.is_finite() => {
                     ls.skip();
-                    false
+                    None
                 }
                 Some(ls) => {
                     let mut grads = (loss * ls.scale)?.backward()?;
-                    let ok = ls.unscale(&mut grads, &vars)?;
-                    if ok {
-                        if cfg.max_grad_norm > 0.0 {
-                            clip_grad_norm(&mut grads, &vars, cfg.max_grad_norm)?;
-                        }
-                        opt.step(&grads, lr)?;
-                    }
-                    ok
+                    ls.unscale(&mut grads, &vars)?.then_some(grads)
                 }
                 None => {
                     anyhow::ensure!(
                         loss_v.is_finite(),
                         "step {step}: the loss is {loss_v} (try a lower --lr)"
                     );
-                    let mut grads = loss.backward()?;
-                    if cfg.max_grad_norm > 0.0 {
-                        clip_grad_norm(&mut grads, &vars, cfg.max_grad_norm)?;
-                    }
-                    opt.step(&grads, lr)?;
-                    true
+                    Some(loss.backward()?)
                 }
             };
-            state.step = step;
-            if applied {
+            if let Some(mut grads) = grads {
+                if cfg.max_grad_norm > 0.0 {
+                    clip_grad_norm(&mut grads, &vars, cfg.max_grad_norm)?;
+                }
+                opt.step(&grads, lr)?;
                 loss_sum += loss_v;
                 loss_n += 1;
             }
+            state.step = step;
             pb.set_message(format!("loss {:.4} lr {lr:.2e}", loss_sum / loss_n as f64));
             pb.inc(1);
 

@@ -115,3 +115,61 @@ pub fn keywords_all(ctx: &Ctx) {
     };
     keywords::run(ctx, &cfg).unwrap();
 }
+
+/// The tiny committed BERT encoder.
+pub fn tiny_bert() -> PathBuf {
+    fixture("encoder").join("tiny-bert")
+}
+
+/// A synthetic root (1,500 reviews, 150 items) with items.parquet and training pairs.
+pub fn pairs_root(format: recsys::etl::pairs::PairFormat) -> (tempfile::TempDir, Ctx) {
+    use recsys::etl::build_items::{self, BuildItemsConfig};
+    use recsys::etl::pairs::{self, PairsConfig};
+    let (dir, ctx) = synth_root(1_500, 150);
+    build_items::run(&ctx, &BuildItemsConfig::default()).unwrap();
+    pairs::run(
+        &ctx,
+        &PairsConfig {
+            format,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    (dir, ctx)
+}
+
+/// A quick fine-tune of the tiny BERT into `output` (batch 16, 48 tokens, no evaluation).
+pub fn train_cfg(output: &Path) -> recsys::train::retriever::RetrieverConfig {
+    recsys::train::retriever::RetrieverConfig {
+        base_model: tiny_bert(),
+        output: Some(output.to_path_buf()),
+        batch_size: 16,
+        lr: 1e-3,
+        max_query_len: 48,
+        max_doc_len: 48,
+        eval_queries: 0,
+        ..Default::default()
+    }
+}
+
+/// Every weight of a model directory's model.safetensors, tensors in name order.
+pub fn model_weights(dir: &Path) -> Vec<f32> {
+    let t =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let mut names: Vec<&String> = t.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .flat_map(|n| t[n].flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        .collect()
+}
+
+/// Largest |a − b| over two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
