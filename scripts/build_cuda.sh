@@ -66,7 +66,7 @@ cp scripts/cuda_launcher.sh "$stage/bin/recsys"
 chmod +x "$stage/bin/recsys"
 cat > "$stage/BUILD.txt" <<EOF
 recsys $version, --features cuda, built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (uncommitted changes)')
-CUDA toolkit 13.0 (nvcc $("$CUDA/bin/nvcc" --version | sed -n 's/.*V\([0-9.]*\).*/\1/p')), kernels for sm_$CUDA_COMPUTE_CAP; needs an NVIDIA driver for CUDA >= 13.0
+CUDA toolkit 13.0 (nvcc $("$CUDA/bin/nvcc" --version | grep -o 'V[0-9.]*' | tr -d V)), kernels for sm_$CUDA_COMPUTE_CAP; needs an NVIDIA driver for CUDA >= 13.0
 Run bin/recsys (it finds the CUDA libraries: see its header); lib/stubs only stand in for missing ones.
 EOF
 # The bundle starts on this machine (with the stubs) and says why there is no GPU.
