@@ -142,6 +142,7 @@ def encode():
 
 
 def main():
+    global MODEL, BATCH, TOKENS, DOC_TOKENS, DEVICE, PRECISION, TEXTS, CLS, SEP
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--device", default="cpu")
@@ -153,7 +154,6 @@ def main():
     ap.add_argument("--texts")
     ap.add_argument("parts", nargs="*", default=["forward", "train_step", "train_step_long", "encode"])
     a = ap.parse_args()
-    global MODEL, BATCH, TOKENS, DOC_TOKENS, DEVICE, PRECISION, TEXTS, CLS, SEP
     MODEL, BATCH, TOKENS, DEVICE, PRECISION, TEXTS = a.model, a.batch, a.tokens, a.device, a.precision, a.texts
     DOC_TOKENS = a.doc_tokens or a.tokens
     with open(os.path.join(MODEL, "config.json")) as f:
