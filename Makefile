@@ -47,6 +47,7 @@ duckdb:
 	@command -v duckdb >/dev/null 2>&1 || python3 -m pip install --quiet duckdb-cli==1.5.6
 
 build: setup
+	bash scripts/target_guard.sh
 	cargo build --release --bin recsys
 
 demo: build
@@ -63,15 +64,18 @@ llm: apt
 # The real-LLM test skips (with a message) only when the server cannot be built here.
 test: setup
 	bash scripts/llm_setup.sh || echo "warning: llama-server could not be built; the real-LLM test will skip"
+	bash scripts/target_guard.sh
 	cargo test
 
 bench: setup
+	bash scripts/target_guard.sh
 	cargo bench
 
 bench-encoder: setup
 	bash scripts/bench_encoder.sh
 
 lint:
+	bash scripts/target_guard.sh
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 

@@ -16,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CUDA="${RECSYS_CUDA_HOME:-$HOME/.cache/recsys/cuda-13.0}"
 export CARGO_TARGET_DIR="${CUDA_TARGET_DIR:-$HOME/.cache/recsys/target-cuda}"
+bash "$(dirname "$0")/target_guard.sh"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 export CUDARC_CUDA_VERSION=13000
 # Exact versions: a newer nvcc writes PTX that a 13.0 driver refuses.
