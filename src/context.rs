@@ -8,6 +8,9 @@ pub struct Ctx {
     pub layout: Layout,
     pub seed: u64,
     pub quiet: bool,
+    /// The data root's writer lock, when this process holds it (the pipeline names each stage
+    /// in it as the stage starts).
+    pub lock: Option<std::sync::Arc<crate::lock::RootLock>>,
 }
 
 impl Ctx {
@@ -21,6 +24,7 @@ impl Ctx {
             layout: Layout::new(data_dir, category),
             seed,
             quiet,
+            lock: None,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod index;
 pub mod io;
 pub mod layout;
 pub mod llm;
+pub mod lock;
 pub mod metrics;
 pub mod pipeline;
 pub mod rank;

@@ -281,11 +281,38 @@ fn killed_in_etl_index_and_training_it_ends_as_an_uninterrupted_run() {
         !record("train-retriever").exists(),
         "training was not interrupted"
     );
-    let (log, killed) = pipeline_bin(&root, &file, None);
+    // The run that finishes has a second `recsys pipeline` started beside it: refused at once,
+    // touching nothing (the outputs below still equal the lone reference run's).
+    let second = std::cell::RefCell::new(None);
+    let start_second = |l: &str| {
+        if l.contains(": running") && second.borrow().is_none() {
+            let t0 = Instant::now();
+            let out = Command::new(env!("CARGO_BIN_EXE_recsys"))
+                .args(["--data-dir", &root.display().to_string(), "--config"])
+                .arg(&file)
+                .arg("pipeline")
+                .output()
+                .unwrap();
+            *second.borrow_mut() = Some((out, t0.elapsed()));
+        }
+        false
+    };
+    let (log, killed) = pipeline_bin(&root, &file, Some(&start_second));
     assert!(!killed);
     assert!(
         log.contains("continuing the interrupted fine-tuning"),
         "{log}"
+    );
+    let (out, took) = second.into_inner().expect("no stage ran in the final run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second pipeline ran: {err}");
+    assert!(took < Duration::from_secs(1), "refused after {took:?}");
+    assert!(
+        err.contains(&format!(
+            "data root {} is in use by recsys pid ",
+            root.display()
+        )) && err.contains("(stage pipeline"),
+        "{err}"
     );
     assert!(!log.contains("] split: running"), "{log}");
 

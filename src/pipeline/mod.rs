@@ -109,7 +109,7 @@ pub struct PipelineConfig {
     #[arg(long)]
     pub no_ranker: bool,
     /// Truncate item texts of the re-index to this many tokens [default: as [index] max_length]
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::tokens)]
     pub reindex_max_length: Option<usize>,
 }
 crate::cli::clap_default!(PipelineConfig);
@@ -246,15 +246,19 @@ pub fn run(ctx: &Ctx, pc: &PipelineConfig, settings: &Settings) -> Result<Pipeli
 
 /// Runs one stage and writes its record; returns its wall time.
 fn run_stage(ctx: &Ctx, st: &Stage) -> Result<f64> {
+    if let Some(lock) = &ctx.lock {
+        lock.set_stage(&format!("pipeline: {}", st.name))?;
+    }
     let mut sctx = ctx.clone();
     sctx.layout.index = st.index.clone();
     crate::alloc::release_freed_memory();
     crate::alloc::reset_peak_rss();
     let inputs = record::signatures(&st.inputs);
     let t = Instant::now();
-    // An older record must not survive a run that fails half-way.
+    // The earlier record stays until this run's replaces it: it signs the outputs it was made
+    // with, so a run that fails half-way (a full disk, a kill) leaves the stage stale without
+    // losing the record of the outputs still in place.
     let rec_path = record::path(&ctx.layout, &st.name.as_str());
-    let _ = std::fs::remove_file(&rec_path);
     let summary = (st.run)(&sctx).with_context(|| format!("stage {}", st.name))?;
     let seconds = t.elapsed().as_secs_f64();
     if !ctx.quiet {
