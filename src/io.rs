@@ -76,33 +76,58 @@ pub fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
 
 /// Writes a DataFrame as zstd Parquet, atomically.
 pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
-    write_atomic(path, |tmp| {
-        let file = File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let written = ParquetWriter::new(file)
-            .with_compression(ParquetCompression::Zstd(None))
-            .finish(df);
-        Context::with_context(written, || format!("writing {}", path.display()))?;
-        Ok(())
-    })
+    parquet_pending(df, path)?.commit()
+}
+
+/// Writes a DataFrame as zstd Parquet under its temporary name, for a stage that renames all its
+/// outputs into place together once every one is written (a full disk half-way through then
+/// leaves every earlier output as it was).
+pub fn parquet_pending(df: &mut DataFrame, path: &Path) -> Result<AtomicPath> {
+    let out = AtomicPath::new(path)?;
+    let tmp = out.tmp();
+    let file = File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let written = ParquetWriter::new(file)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(df);
+    Context::with_context(written, || format!("writing {}", path.display()))?;
+    Ok(out)
 }
 
 /// Reads a whole Parquet file (lazily scanned, collected once).
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     Context::with_context(scan_parquet(path)?.collect(), || {
-        format!("reading {}", path.display())
+        format!("reading {}: {}", path.display(), remake(path, "damaged"))
     })
 }
 
-/// A lazy scan of a Parquet file with a clear error when it is missing.
+/// What to run when a data-root file is missing or damaged: its stage, forced.
+pub fn remake(path: &Path, what: &str) -> String {
+    match crate::layout::made_by(path) {
+        Some(stage) => format!("{what}; re-make it with `recsys pipeline --force {stage}`"),
+        None => format!("{what}; run the stage that writes it again"),
+    }
+}
+
+/// A lazy scan of a Parquet file with a clear error when it is missing or not Parquet.
 pub fn scan_parquet(path: &Path) -> Result<LazyFrame> {
-    anyhow::ensure!(
-        path.is_file(),
-        "{} not found: run the stage that writes it first",
-        path.display()
-    );
+    if !path.is_file() {
+        let how = match crate::layout::made_by(path) {
+            Some(stage) => {
+                format!("run `recsys pipeline --to {stage}` (or that stage alone) first")
+            }
+            None => "run the stage that writes it first".to_string(),
+        };
+        anyhow::bail!("{} not found: {how}", path.display());
+    }
     let p = path.to_string_lossy();
     let scan = LazyFrame::scan_parquet(PlRefPath::from(p.as_ref()), ScanArgsParquet::default());
-    Context::with_context(scan, || format!("opening {}", path.display()))
+    Context::with_context(scan, || {
+        format!(
+            "opening {}: {}",
+            path.display(),
+            remake(path, "not a readable Parquet file")
+        )
+    })
 }
 
 /// Opens a `.jsonl` or `.jsonl.gz` file for line reading (`.gz` is decided by the name).

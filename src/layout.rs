@@ -5,6 +5,38 @@ use std::path::{Path, PathBuf};
 
 use crate::error::InputError;
 
+/// The LanceDB table of the item index (`--index NAME` makes `items_{NAME}`).
+pub const TABLE: &str = "items";
+
+/// The pipeline stage that writes `path` of a data root (for "re-make it with `recsys pipeline
+/// --force S`" when a file is missing or damaged); `None` for a file no stage writes.
+pub fn made_by(path: &Path) -> Option<&'static str> {
+    let name = path.file_name()?.to_str()?;
+    let in_lance = path.components().any(|c| {
+        c.as_os_str()
+            .to_str()
+            .is_some_and(|s| s.ends_with(".lance"))
+    });
+    if in_lance || name.ends_with(".lance") {
+        let finetuned = path
+            .components()
+            .any(|c| c.as_os_str() == format!("{TABLE}_finetuned.lance").as_str());
+        return Some(if finetuned { "reindex" } else { "index" });
+    }
+    let stem = name.strip_suffix(".parquet")?;
+    Some(match stem {
+        s if s.starts_with("reviews_") => "split",
+        s if s.starts_with("keywords_") => "keywords",
+        "summaries" => "summaries",
+        "items" => "build-items",
+        "training_pairs" => "pairs",
+        s if s.starts_with("candidates_") && s.ends_with("_finetuned") => "retrieve-finetuned",
+        s if s.starts_with("candidates_") => "retrieve",
+        s if s.starts_with("reranked_") => "rerank",
+        _ => return None,
+    })
+}
+
 /// The three time-based splits.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -56,8 +88,8 @@ impl Layout {
     /// The LanceDB table of the item index: `items`, or `items_{name}` for a named index.
     pub fn index_table(&self) -> String {
         match &self.index {
-            Some(n) => format!("{}_{n}", crate::index::TABLE),
-            None => crate::index::TABLE.to_string(),
+            Some(n) => format!("{}_{n}", TABLE),
+            None => TABLE.to_string(),
         }
     }
 
@@ -74,11 +106,11 @@ impl Layout {
         self.root.join("evaluation")
     }
 
-    /// `raw/{Cat}.jsonl` or `raw/{Cat}.jsonl.gz`, whichever exists.
+    /// `raw/{Cat}.jsonl` or `raw/{Cat}.jsonl.gz`, whichever exists (both is an error).
     pub fn raw_reviews(&self) -> Result<PathBuf, InputError> {
         find_jsonl(&self.raw_dir(), &self.category)
     }
-    /// `raw/meta_{Cat}.jsonl` or `raw/meta_{Cat}.jsonl.gz`, whichever exists.
+    /// `raw/meta_{Cat}.jsonl` or `raw/meta_{Cat}.jsonl.gz`, whichever exists (both is an error).
     pub fn raw_meta(&self) -> Result<PathBuf, InputError> {
         find_jsonl(&self.raw_dir(), &format!("meta_{}", self.category))
     }
@@ -198,6 +230,16 @@ fn find_jsonl(dir: &Path, stem: &str) -> Result<PathBuf, InputError> {
         dir.join(format!("{stem}.jsonl")),
         dir.join(format!("{stem}.jsonl.gz")),
     ];
+    if candidates.iter().all(|p| p.is_file()) {
+        return Err(InputError::File {
+            file: candidates[0].clone(),
+            message: format!(
+                "both this and {} exist, and recsys reads one file per category: remove or \
+                 rename the one not meant",
+                candidates[1].display()
+            ),
+        });
+    }
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| InputError::File {
         file: candidates[0].clone(),
         message: format!(

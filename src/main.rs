@@ -16,6 +16,7 @@ use recsys::etl::split::{self, SplitConfig};
 use recsys::etl::summaries::{self, SummariesConfig};
 use recsys::eval::{self, EvalConfig};
 use recsys::index::{self, IndexBuildConfig, SearchConfig};
+use recsys::lock::RootLock;
 use recsys::pipeline::{self, PipelineConfig};
 use recsys::rank::{self, RankerConfig, RerankConfig};
 use recsys::retrieve::{self, RetrieveConfig};
@@ -93,6 +94,9 @@ enum Command {
 enum DebugCommand {
     /// The encoder timed (forward, train-step) or dumped (encode, grads) on a device
     Probe(ProbeConfig),
+    /// Every numeric flag of every command, one per line: `COMMAND<TAB>--FLAG<TAB>REQUIRED ARGUMENTS`
+    /// (the hostile-value test walks them; the global flags are listed under `status`)
+    Flags,
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +149,93 @@ enum TrainCommand {
     /// XGBoost learning-to-rank (rank:ndcg) over TRAIN candidates, early stopping on VALID →
     /// models/ranker-{YYYYMMDD-HHMMSS}/
     Ranker(RankerConfig),
+}
+
+impl Command {
+    /// The stage name a command holds the data root's writer lock under; `None` for the
+    /// read-only commands (status, search, eval of existing files, config, debug).
+    fn writes_data_root(&self) -> Option<&'static str> {
+        Some(match self {
+            Command::Data(DataCommand::Synth(_)) => "data synth",
+            Command::Etl(EtlCommand::Split(_)) => "etl split",
+            Command::Etl(EtlCommand::Keywords(_)) => "etl keywords",
+            Command::Etl(EtlCommand::Summaries(_)) => "etl summaries",
+            Command::Etl(EtlCommand::BuildItems(_)) => "etl build-items",
+            Command::Index(IndexCommand::Build(_)) => "index build",
+            Command::Train(TrainCommand::Pairs(_)) => "train pairs",
+            Command::Train(TrainCommand::Retriever(_)) => "train retriever",
+            Command::Train(TrainCommand::MineNegatives(_)) => "train mine-negatives",
+            Command::Train(TrainCommand::Ranker(_)) => "train ranker",
+            Command::Retrieve(_) => "retrieve",
+            Command::Rerank(_) => "rerank",
+            Command::Pipeline(_) => "pipeline",
+            Command::Search(_)
+            | Command::Eval(_)
+            | Command::Status
+            | Command::Config(_)
+            | Command::Debug(_) => return None,
+        })
+    }
+}
+
+/// The lines of `recsys debug flags`.
+fn numeric_flags() -> String {
+    use std::any::TypeId;
+    fn numeric(a: &clap::Arg) -> bool {
+        let t = a.get_value_parser().type_id();
+        [
+            TypeId::of::<u8>(),
+            TypeId::of::<u16>(),
+            TypeId::of::<u32>(),
+            TypeId::of::<u64>(),
+            TypeId::of::<usize>(),
+            TypeId::of::<i32>(),
+            TypeId::of::<i64>(),
+            TypeId::of::<f32>(),
+            TypeId::of::<f64>(),
+        ]
+        .into_iter()
+        .any(|n| t == n)
+    }
+    fn walk(cmd: &clap::Command, path: &[&str], out: &mut Vec<String>) {
+        let carrier = if path.is_empty() {
+            "status".to_string()
+        } else {
+            path.join(" ")
+        };
+        // What a run needs besides the flag under test: each required argument, with its first
+        // possible value (or `x`).
+        let required: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| a.is_required_set())
+            .map(|a| {
+                let v = a
+                    .get_possible_values()
+                    .first()
+                    .map_or("x".to_string(), |p| p.get_name().to_string());
+                match a.get_long() {
+                    Some(long) => format!("--{long}={v}"),
+                    None => v,
+                }
+            })
+            .collect();
+        for a in cmd.get_arguments().filter(|a| numeric(a)) {
+            if let Some(long) = a
+                .get_long()
+                .filter(|_| path.is_empty() || !a.is_global_set())
+            {
+                out.push(format!("{carrier}\t--{long}\t{}", required.join(" ")));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let mut p = path.to_vec();
+            p.push(sub.get_name());
+            walk(sub, &p, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&Cli::command(), &[], &mut out);
+    out.join("\n")
 }
 
 /// `--config FILE` / `--config=FILE` of the raw command line.
@@ -206,12 +297,38 @@ fn config_init(cli: &Cli, force: bool) -> anyhow::Result<String> {
 
 fn main() -> ExitCode {
     recsys::alloc::keep_freed_memory();
+    // Past a file-size limit (`ulimit -f`) the kernel kills the writer with SIGXFSZ; ignored,
+    // the write fails with EFBIG and ends like a full disk: an error naming the file, the
+    // earlier outputs intact (every output is written under a temporary name).
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let (cli, settings) = match parse() {
         Ok(x) => x,
         Err(code) => return code,
     };
     let mut ctx = Ctx::new(&cli.data_dir, &cli.category, cli.seed, cli.quiet);
     ctx.layout.index = cli.index.clone();
+    if let Some(stage) = cli.command.writes_data_root() {
+        match RootLock::acquire(&cli.data_dir, stage) {
+            Ok(lock) => {
+                if let Some(dead) = &lock.taken_over {
+                    eprintln!(
+                        "warning: data root {1}: taking over the lock left by {0}, which is \
+                         no longer running",
+                        dead,
+                        cli.data_dir.display()
+                    );
+                }
+                ctx.lock = Some(std::sync::Arc::new(lock));
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let result: anyhow::Result<String> = match &cli.command {
         Command::Data(DataCommand::Synth(cfg)) => synth::run(&ctx, cfg).map(|s| s.to_string()),
         Command::Etl(EtlCommand::Split(cfg)) => split::run(&ctx, cfg).map(|s| s.to_string()),
@@ -249,6 +366,7 @@ fn main() -> ExitCode {
         )),
         Command::Config(ConfigCommand::Init { force }) => config_init(&cli, *force),
         Command::Debug(DebugCommand::Probe(cfg)) => probe::run(cfg),
+        Command::Debug(DebugCommand::Flags) => Ok(numeric_flags()),
     };
     match result {
         Ok(summary) => {

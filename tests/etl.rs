@@ -29,7 +29,7 @@ fn strs(df: &DataFrame, c: &str) -> Vec<Option<String>> {
 
 #[test]
 fn extractor_on_real_reviews() {
-    let path = shared_reviews().unwrap_or_else(|| fixture("all_beauty_2018_head.jsonl"));
+    let path = shared_reviews_file().unwrap_or_else(|| fixture("all_beauty_2018_head.jsonl"));
     let df = read_reviews(
         &path,
         ReadOptions {

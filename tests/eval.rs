@@ -142,10 +142,7 @@ fn retrieve_and_eval_every_retriever() {
     );
 
     // Cross-check with DuckDB over the same files.
-    if Command::new("duckdb").arg("--version").output().is_err() {
-        eprintln!(
-            "skipping the DuckDB cross-check: duckdb CLI not on PATH (make setup installs it)"
-        );
+    if !common::duckdb("eval::retrieve_and_eval_every_retriever (its DuckDB cross-check)") {
         return;
     }
     for run in &report.runs {

@@ -148,3 +148,61 @@ fn missing_index_and_items_are_explained() {
         "{e}"
     );
 }
+
+#[test]
+fn a_damaged_index_table_is_named_with_the_stage_that_remakes_it() {
+    let (_dir, ctx) = root_with_items();
+    index::build(&ctx, &build_cfg(tiny("tiny-bert"))).unwrap();
+    let table = ctx.layout.lancedb_dir().join("items.lance");
+    let versions = table.join("_versions");
+    for e in std::fs::read_dir(&versions).unwrap() {
+        std::fs::write(e.unwrap().path(), b"not a manifest").unwrap();
+    }
+    let err = format!(
+        "{:#}",
+        ItemIndex::open(&ctx).err().expect("opened a damaged table")
+    );
+    assert!(
+        err.contains(&table.display().to_string())
+            && err.contains("re-make it with `recsys pipeline --force index`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_table_whose_recorded_dim_disagrees_with_its_vectors_is_refused() {
+    let (_dir, ctx) = root_with_items();
+    index::build(&ctx, &build_cfg(tiny("tiny-bert"))).unwrap();
+    let info = ItemIndex::open(&ctx).unwrap().info;
+    // The same items and model record, with vectors of half the recorded width.
+    let items = recsys::io::read_parquet(&ctx.layout.items()).unwrap();
+    let half = info.dim / 2;
+    let vectors = recsys::encoder::Embeddings {
+        dim: half,
+        data: vec![0.5; items.height() * half],
+    };
+    let batches =
+        recsys::index::arrow::item_batches(&items, &ctx.layout.items(), &vectors, &info).unwrap();
+    let db = ctx.layout.lancedb_dir();
+    std::fs::remove_dir_all(db.join("items.lance")).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let conn = lancedb::connect(&db.to_string_lossy())
+            .execute()
+            .await
+            .unwrap();
+        conn.create_table("items", batches).execute().await.unwrap();
+    });
+    let err = format!(
+        "{:#}",
+        ItemIndex::open(&ctx)
+            .err()
+            .expect("opened a mismatched table")
+    );
+    assert!(
+        err.contains(&format!(
+            "records {}-dimensional vectors but its `vector` column holds {half} per row",
+            info.dim
+        )) && err.contains("recsys pipeline --force index"),
+        "{err}"
+    );
+}

@@ -47,7 +47,8 @@ fn cache_lines(ctx: &recsys::Ctx) -> usize {
 
 #[test]
 fn keywords_from_a_real_llm_server() {
-    let (Some(shared), Some(_)) = (shared_reviews(), llama_files()) else {
+    const TEST: &str = "llm_real::keywords_from_a_real_llm_server";
+    let (Some(shared), Some(_)) = (shared_reviews(TEST), llama_files(TEST)) else {
         return;
     };
     let (_dir, ctx) = real_root(&shared);

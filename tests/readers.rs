@@ -80,7 +80,9 @@ fn gzip_file_reads_the_same_as_plain() {
 
 #[test]
 fn all_shared_real_reviews_parse() {
-    let Some(path) = shared_reviews() else { return };
+    let Some(path) = shared_reviews("readers::all_shared_real_reviews_parse") else {
+        return;
+    };
     let out = read_reviews(&path, opts()).unwrap();
     assert_eq!(out.frame.height(), 5_269);
     assert_eq!(out.skipped, 0);

@@ -145,7 +145,9 @@ fn missing_raw_file_says_where_it_looked() {
 
 #[test]
 fn shared_real_reviews_split_by_quantiles() {
-    let Some(path) = shared_reviews() else { return };
+    let Some(path) = shared_reviews("split::shared_real_reviews_split_by_quantiles") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("raw")).unwrap();
     std::fs::copy(&path, dir.path().join("raw/All_Beauty.jsonl")).unwrap();

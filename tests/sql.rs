@@ -18,8 +18,7 @@ use recsys::retrieve::{self, RetrieveConfig};
 
 #[test]
 fn every_sql_script_returns_rows() {
-    if Command::new("duckdb").arg("--version").output().is_err() {
-        eprintln!("skipping: the duckdb CLI is not on PATH (make setup installs it)");
+    if !common::duckdb("sql::every_sql_script_returns_rows") {
         return;
     }
     let (dir, ctx) = synth_root(2_000, 200);

@@ -70,6 +70,22 @@ fn read_jsonl<T: Send>(
                 (1, Some(rest)) => rest.to_string(),
                 _ => l,
             });
+            // A JSON array (one document) is not JSON Lines: say so once, not per line.
+            if let Ok(l) = &line
+                && rows.is_empty()
+                && chunk.is_empty()
+                && l.trim_start().starts_with('[')
+            {
+                pb.finish_and_clear();
+                return Err(InputError::Json {
+                    file: path.to_path_buf(),
+                    line: line_no,
+                    message: "this is a JSON array; recsys reads JSON Lines (one object per \
+                              line): convert it with `jq -c '.[]' FILE > FILE.jsonl`"
+                        .into(),
+                }
+                .into());
+            }
             match line {
                 Ok(l) if l.trim().is_empty() => {}
                 Ok(l) => chunk.push((line_no, l)),

@@ -109,10 +109,10 @@ pub fn parse_review(line: &str, file: &Path, line_no: usize) -> Result<Review, I
     let timestamp = raw
         .timestamp
         .ok_or_else(|| cx.missing("timestamp", "milliseconds since 1970"))?;
-    if timestamp <= 0 {
+    if timestamp <= 0 || timestamp > latest_timestamp() {
         return Err(cx.field(
             "timestamp",
-            "milliseconds since 1970",
+            "milliseconds since 1970, not in the future",
             &timestamp.to_string(),
         ));
     }
@@ -131,6 +131,15 @@ pub fn parse_review(line: &str, file: &Path, line_no: usize) -> Result<Review, I
         verified_purchase: raw.verified_purchase.unwrap_or(false),
         n_images: raw.images.map_or(0, |v| v.len() as u32),
     })
+}
+
+/// The latest review time accepted: now plus a day (clocks and time zones differ); later is a
+/// typo or a unit error, and would put the review after every time split.
+fn latest_timestamp() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    now + 86_400_000
 }
 
 const REVIEW_TYPES: &[(&str, &str)] = &[

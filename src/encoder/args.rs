@@ -14,10 +14,10 @@ pub struct EncoderArgs {
     #[arg(long, default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
     /// Texts per forward pass (texts are sorted by length and padded per batch)
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::cli::count)]
     pub batch_size: usize,
     /// Truncate texts to this many tokens [default: the model's max_seq_length (sentence_bert_config.json), at most 512]
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::tokens)]
     pub max_length: Option<usize>,
     /// Override the pooling the model directory declares
     #[arg(long, value_enum)]
@@ -35,7 +35,7 @@ pub struct QueryEncoderArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Queries per encoder forward pass
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::cli::count)]
     pub batch_size: usize,
     #[command(flatten)]
     pub runtime: DeviceArgs,

@@ -154,7 +154,31 @@ impl ModelConfig {
                 c.position_embedding_type
             );
         }
-        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
+        // Sizes a real checkpoint can have; 0 or an absurd size is a broken file, not a model.
+        for (field, v, max) in [
+            ("vocab_size", c.vocab_size, 10_000_000),
+            ("hidden_size", c.hidden_size, 65_536),
+            ("num_hidden_layers", c.num_hidden_layers, 1_000),
+            ("num_attention_heads", c.num_attention_heads, 1_024),
+            ("intermediate_size", c.intermediate_size, 1 << 20),
+            (
+                "max_position_embeddings",
+                c.max_position_embeddings,
+                1 << 20,
+            ),
+            ("type_vocab_size", c.type_vocab_size, 1_000),
+        ] {
+            if !(1..=max).contains(&v) {
+                bail!("field {field}: {v} is out of range: expected 1 to {max}");
+            }
+        }
+        if !(c.layer_norm_eps.is_finite() && c.layer_norm_eps > 0.0 && c.layer_norm_eps < 1.0) {
+            bail!(
+                "field layer_norm_eps: {} is out of range: expected a number > 0 and < 1",
+                c.layer_norm_eps
+            );
+        }
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             bail!(
                 "field num_attention_heads: {} does not divide hidden_size {}",
                 c.num_attention_heads,
@@ -248,6 +272,22 @@ mod tests {
         x.as_object_mut().unwrap().remove("hidden_size");
         let e = ModelConfig::from_json(x).unwrap_err().to_string();
         assert!(e.contains("hidden_size"), "{e}");
+        for (field, bad) in [
+            ("hidden_size", json!(0)),
+            ("num_hidden_layers", json!(0)),
+            ("num_attention_heads", json!(0)),
+            ("vocab_size", json!(0)),
+            ("intermediate_size", json!(1u64 << 40)),
+            ("layer_norm_eps", json!(-1.0)),
+        ] {
+            let mut x = bert();
+            x[field] = bad.clone();
+            let e = ModelConfig::from_json(x).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("field {field}: ")),
+                "{field}={bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -45,17 +45,17 @@ pub struct ProbeConfig {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Sequences per batch (forward, train-step; encode's batch size)
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::cli::count)]
     pub batch: usize,
     /// Tokens per sequence (forward; train-step's queries); truncation for encode / grads
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::cli::tokens)]
     pub tokens: usize,
     /// Tokens per item text in train-step [default: --tokens]
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::tokens)]
     pub doc_tokens: Option<usize>,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::cli::count0)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::cli::count)]
     pub runs: usize,
     #[command(flatten)]
     pub runtime: DeviceArgs,

@@ -24,10 +24,10 @@ use crate::llm::LlmArgs;
 #[derive(clap::Args, Debug, Clone)]
 pub struct BuildItemsConfig {
     /// Review keywords kept per item (the most mentioned first)
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = crate::cli::count0)]
     pub top_keywords: usize,
     /// Characters of the description kept when an item has no LLM summary
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = crate::cli::count0)]
     pub description_chars: usize,
     /// Re-run every step even when its outputs are newer than its inputs
     #[arg(long)]
@@ -55,6 +55,8 @@ pub struct BuildItemsSummary {
     /// Distinct train-review items absent from the metadata (not in items.parquet).
     pub review_items_missing_from_meta: usize,
     pub meta_skipped_lines: usize,
+    /// What the input had that a user should know (duplicate metadata rows).
+    pub warnings: Vec<String>,
     pub elapsed: Duration,
 }
 
@@ -84,8 +86,65 @@ impl std::fmt::Display for BuildItemsSummary {
             "  train-review items missing from the metadata: {} (not in items.parquet); bad metadata lines skipped: {}",
             n(self.review_items_missing_from_meta),
             n(self.meta_skipped_lines)
-        )
+        )?;
+        for w in &self.warnings {
+            write!(f, "\n  warning: {w}")?;
+        }
+        Ok(())
     }
+}
+
+/// Metadata lines that repeat a `parent_asin`: the first line of each item is kept; a warning
+/// counts them, and separately those whose titles disagree (with an example).
+fn duplicate_items(meta: &DataFrame, file: &std::path::Path) -> Result<Vec<String>> {
+    let repeated = meta.height()
+        - meta
+            .column(cols::PARENT_ASIN)?
+            .as_materialized_series()
+            .n_unique()?;
+    if repeated == 0 {
+        return Ok(Vec::new());
+    }
+    let conflicts = meta
+        .clone()
+        .lazy()
+        .group_by_stable([col(cols::PARENT_ASIN)])
+        .agg([col(cols::TITLE).unique_stable().alias("titles")])
+        .filter(col("titles").list().len().gt(lit(1)))
+        .collect()?;
+    let mut out = vec![format!(
+        "{}: {} lines repeat an item (parent_asin) of an earlier line; the first line of each \
+         item is kept",
+        file.display(),
+        thousands(repeated)
+    )];
+    if conflicts.height() > 0 {
+        let asin = conflicts
+            .column(cols::PARENT_ASIN)?
+            .str()?
+            .get(0)
+            .unwrap_or("");
+        let titles = conflicts.column("titles")?.list()?.get_as_series(0);
+        let shown: Vec<String> = titles
+            .iter()
+            .flat_map(|t| {
+                t.str().ok().map(|c| {
+                    c.iter()
+                        .flatten()
+                        .map(|x| format!("{x:?}"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .flatten()
+            .take(2)
+            .collect();
+        out.push(format!(
+            "{} items have different titles on different lines (e.g. {asin}: {}); the first is kept",
+            thousands(conflicts.height()),
+            shown.join(" vs ")
+        ));
+    }
+    Ok(out)
 }
 
 /// `(parent_asin, embedding_text)` of every row of items.parquet, in file order.
@@ -153,6 +212,21 @@ pub fn run(ctx: &Ctx, cfg: &BuildItemsConfig) -> Result<BuildItemsSummary> {
         },
     )?;
     summary.meta_skipped_lines = meta.skipped;
+    if meta.frame.height() == 0 {
+        anyhow::bail!(
+            "{}: no items ({} lines{}): the item table needs each item's metadata line",
+            raw_meta.display(),
+            thousands(meta.lines),
+            if meta.skipped > 0 {
+                format!(", {} of them bad and skipped", thousands(meta.skipped))
+            } else {
+                String::new()
+            }
+        );
+    }
+    summary
+        .warnings
+        .extend(duplicate_items(&meta.frame, &raw_meta)?);
     let meta = meta.frame.lazy().unique_stable(
         Some(by_name([cols::PARENT_ASIN], true, false)),
         UniqueKeepStrategy::First,

@@ -48,10 +48,10 @@ pub struct KeywordsConfig {
     #[command(flatten)]
     pub llm: LlmArgs,
     /// Process only the first N reviews of each split (quick runs)
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::count)]
     pub max_items: Option<usize>,
     /// Keywords kept per review
-    #[arg(long, default_value_t = MAX_KEYWORDS)]
+    #[arg(long, default_value_t = MAX_KEYWORDS, value_parser = crate::cli::count)]
     pub max_keywords: usize,
 }
 

@@ -32,7 +32,7 @@ pub struct PairsConfig {
     #[arg(long, value_enum, default_value_t = PairFormat::Pair)]
     pub format: PairFormat,
     /// Keywords used per keyword query
-    #[arg(long, default_value_t = DEFAULT_MAX_KEYWORDS)]
+    #[arg(long, default_value_t = DEFAULT_MAX_KEYWORDS, value_parser = crate::cli::count)]
     pub max_keywords: usize,
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::cols;
 use crate::context::Ctx;
 use crate::data::{ReadOptions, read_reviews};
-use crate::io::{thousands, utc, write_atomic, write_parquet};
+use crate::io::{AtomicPath, parquet_pending, thousands, utc};
 use crate::layout::Split;
 
 /// The seed's cutoffs (ms since 1970, inclusive).
@@ -23,14 +23,14 @@ pub const DEFAULT_VALID_END: i64 = 1_643_212_573_029;
 #[derive(clap::Args, Debug, Clone)]
 pub struct SplitConfig {
     /// Last timestamp of the train split, in ms since 1970 (inclusive)
-    #[arg(long, default_value_t = DEFAULT_TRAIN_END)]
+    #[arg(long, default_value_t = DEFAULT_TRAIN_END, value_parser = crate::cli::millis)]
     pub train_end: i64,
     /// Last timestamp of the valid split, in ms since 1970 (inclusive); later reviews are test
-    #[arg(long, default_value_t = DEFAULT_VALID_END)]
+    #[arg(long, default_value_t = DEFAULT_VALID_END, value_parser = crate::cli::millis)]
     pub valid_end: i64,
     /// Take the cutoffs from the data's own timestamps instead: train and valid end at these
     /// two quantiles, e.g. `0.8,0.9`
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["train_end", "valid_end"])]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["train_end", "valid_end"], value_parser = crate::cli::open_fraction)]
     pub quantiles: Option<Vec<f64>>,
     /// Skip (and count) malformed review lines instead of stopping at the first
     #[arg(long)]
@@ -271,6 +271,7 @@ pub fn run(ctx: &Ctx, cfg: &SplitConfig) -> Result<SplitSummary> {
         .collect()?
         .lazy();
     let mut rows = [0usize; 3];
+    let mut pending = Vec::new();
     for (i, split) in Split::ALL.into_iter().enumerate() {
         let mut part = labelled
             .clone()
@@ -278,7 +279,7 @@ pub fn run(ctx: &Ctx, cfg: &SplitConfig) -> Result<SplitSummary> {
             .drop(by_name([cols::SPLIT], true, false))
             .collect()?;
         rows[i] = part.height();
-        write_parquet(&mut part, &ctx.layout.reviews(split))?;
+        pending.push(parquet_pending(&mut part, &ctx.layout.reviews(split))?);
     }
     for (i, split) in Split::ALL.into_iter().enumerate() {
         if rows[i] == 0 {
@@ -313,9 +314,13 @@ pub fn run(ctx: &Ctx, cfg: &SplitConfig) -> Result<SplitSummary> {
         test_reviews_seen,
         elapsed: start.elapsed(),
     };
-    write_atomic(&ctx.layout.split_info(), |tmp| {
-        std::fs::write(tmp, serde_json::to_string_pretty(&summary)?)?;
-        Ok(())
-    })?;
+    let info = AtomicPath::new(&ctx.layout.split_info())?;
+    std::fs::write(info.tmp(), serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", ctx.layout.split_info().display()))?;
+    pending.push(info);
+    // Every output is written: only now do they replace the earlier ones, together.
+    for p in pending {
+        p.commit()?;
+    }
     Ok(summary)
 }

@@ -21,10 +21,10 @@ pub struct SummariesConfig {
     #[command(flatten)]
     pub llm: LlmArgs,
     /// Only descriptions longer than this many characters are summarised
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = crate::cli::count0)]
     pub min_chars: usize,
     /// Summarise at most N descriptions (quick runs)
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::count)]
     pub max_items: Option<usize>,
     /// Skip (and count) malformed metadata lines instead of stopping at the first
     #[arg(long)]

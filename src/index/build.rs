@@ -21,7 +21,7 @@ pub struct IndexBuildConfig {
     #[command(flatten)]
     pub encoder: EncoderArgs,
     /// Encode only the first N items (quick trials; the table then holds only those)
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::count)]
     pub max_items: Option<usize>,
 }
 

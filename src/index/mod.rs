@@ -30,7 +30,7 @@ use crate::context::Ctx;
 use crate::encoder::{self, Embeddings, Encoder, EncoderArgs, ModelInfo};
 
 /// Name of the default item table inside `data/lancedb` (a named index is `items_{name}`).
-pub const TABLE: &str = "items";
+pub use crate::layout::TABLE;
 /// Schema-metadata key holding the JSON [`ModelInfo`].
 pub const MODEL_KEY: &str = "recsys.model";
 /// The vector column.
@@ -122,7 +122,13 @@ impl ItemIndex {
                 let rows = table.count_rows(None).await?;
                 anyhow::Ok((table, schema, rows))
             })
-            .with_context(|| format!("opening {}", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "opening {}: {}",
+                    path.display(),
+                    crate::io::remake(&path, "not a readable LanceDB table")
+                )
+            })?;
         let info: ModelInfo = schema
             .metadata()
             .get(MODEL_KEY)
@@ -137,6 +143,21 @@ impl ItemIndex {
                 serde_json::from_str(s)
                     .with_context(|| format!("{}: unreadable {MODEL_KEY} metadata", path.display()))
             })?;
+        let stored = match schema.field_with_name(VECTOR).map(|f| f.data_type()) {
+            Ok(arrow_schema::DataType::FixedSizeList(_, n)) => usize::try_from(*n).ok(),
+            _ => None,
+        };
+        if stored != Some(info.dim) || info.dim == 0 {
+            bail!(
+                "{}: the table records {}-dimensional vectors but its `{VECTOR}` column holds {}; \
+                 rebuild it with `recsys pipeline --force index` (or `recsys index build`)",
+                path.display(),
+                info.dim,
+                stored.map_or("no fixed-size vectors".to_string(), |n| format!(
+                    "{n} per row"
+                ))
+            );
+        }
         Ok(ItemIndex {
             rt,
             table,
@@ -287,7 +308,16 @@ impl ItemIndex {
                 .downcast_ref::<Float32Array>()
                 .context("vector values are not f32")?;
             let start = v.offset() * dim;
-            data.extend_from_slice(&values.values()[start..start + v.len() * dim]);
+            let rows = values
+                .values()
+                .get(start..start + v.len() * dim)
+                .with_context(|| {
+                    format!(
+                        "{}: vector column shorter than its rows",
+                        self.path.display()
+                    )
+                })?;
+            data.extend_from_slice(rows);
         }
         let emb = Embeddings { dim, data };
         anyhow::ensure!(

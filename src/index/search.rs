@@ -24,7 +24,7 @@ pub struct SearchConfig {
     /// What you are looking for, in your own words
     pub query: String,
     /// How many items to show
-    #[arg(short, default_value_t = 10)]
+    #[arg(short, default_value_t = 10, value_parser = crate::cli::count)]
     pub k: usize,
     #[command(flatten)]
     pub encoder: QueryEncoderArgs,

@@ -59,13 +59,13 @@ pub struct LlmArgs {
     #[arg(long)]
     pub url: Option<String>,
     /// Requests in flight at once
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::concurrency)]
     pub concurrency: usize,
     /// Retries per request after a timeout, a 5xx / 429, a refused connection or an unparseable reply
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::cli::count0_u32)]
     pub retries: u32,
     /// Seconds before a request times out
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, default_value_t = 120.0, value_parser = crate::cli::seconds)]
     pub timeout_s: f64,
     /// Bearer token for OpenAI-compatible servers that want one
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
@@ -103,7 +103,10 @@ impl LlmArgs {
             &url,
             &model,
             self.api_key.clone(),
-            Duration::from_secs_f64(self.timeout_s),
+            // The flag's parser allows (0, a week]; a library caller gets the same check.
+            crate::cli::seconds(&self.timeout_s.to_string())
+                .map(Duration::from_secs_f64)
+                .map_err(|e| anyhow::anyhow!("timeout_s: {e}"))?,
             self.retries,
         )
     }

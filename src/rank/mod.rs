@@ -50,19 +50,19 @@ pub struct RankerConfig {
     pub candidates: Option<String>,
     /// Share of the VALID queries, the latest in time, held out for early stopping (the model
     /// learns from the earlier ones)
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.25, value_parser = crate::cli::open_fraction)]
     pub holdout: f64,
     /// Boosting rounds at most
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = crate::cli::count)]
     pub num_rounds: usize,
     /// Stop when held-out NDCG@5 has not improved for this many rounds (the best round is kept)
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = crate::cli::count)]
     pub early_stopping_rounds: usize,
     /// Tree depth (2: the best held-out NDCG@5 of depths 2–8 on the demo and on real reviews)
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::cli::depth)]
     pub max_depth: u32,
     /// Learning rate (shrinkage)
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = crate::cli::positive)]
     pub eta: f64,
     /// Also retrain once without each feature (its column missing) and report what held-out
     /// and test NDCG@5 lose: a table, and ablation.json beside the model

@@ -35,7 +35,7 @@ pub struct QuerySettings {
     #[arg(long, value_enum, default_value_t = QueryType::ReviewText)]
     pub query_type: QueryType,
     /// Keywords per keyword query
-    #[arg(long, default_value_t = DEFAULT_MAX_KEYWORDS)]
+    #[arg(long, default_value_t = DEFAULT_MAX_KEYWORDS, value_parser = crate::cli::count)]
     pub max_keywords: usize,
 }
 

@@ -30,12 +30,12 @@ pub struct RetrieveConfig {
     #[command(flatten)]
     pub encoder: QueryEncoderArgs,
     /// Candidates per query
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = crate::cli::count)]
     pub top_k: usize,
     #[command(flatten)]
     pub query: QuerySettings,
     /// Use a seeded random sample of this many queries (quick runs)
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::count)]
     pub max_queries: Option<usize>,
     /// Dense search through a LanceDB IVF-PQ vector index (built on first use) instead of the
     /// exact search; the summary and `eval` report its recall against the exact top-K on a
@@ -43,10 +43,10 @@ pub struct RetrieveConfig {
     #[arg(long)]
     pub ann: bool,
     /// --ann: IVF partitions probed per query
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = crate::cli::count)]
     pub nprobes: usize,
     /// --ann: re-score refine-factor × top-K PQ candidates with the exact vectors (0: off)
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::cli::count_u32)]
     pub refine_factor: u32,
     /// Output name: candidates_{split}_{name}.parquet [default: none for dense, else the retriever]
     #[arg(long)]

@@ -37,13 +37,13 @@ pub struct MineConfig {
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// First rank of the window negatives are drawn from (1-based)
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::cli::count0)]
     pub window_start: usize,
     /// Last rank of the window (inclusive)
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = crate::cli::count)]
     pub window_end: usize,
     /// Mine for a seeded sample of this many rows only (the output holds just those)
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::count)]
     pub max_rows: Option<usize>,
 }
 

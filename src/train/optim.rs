@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use rayon::prelude::*;
@@ -223,7 +223,18 @@ impl AdamW {
         let steps = t
             .get("steps")
             .with_context(|| format!("{}: steps missing", path.display()))?;
-        self.steps = steps.to_vec1::<u32>()?[0] as usize;
+        let steps = steps
+            .to_vec1::<u32>()
+            .with_context(|| format!("{}: steps is not a u32 vector", path.display()))?;
+        let [n] = steps[..] else {
+            bail!(
+                "{}: steps holds {} values, expected 1 (a damaged checkpoint: delete it to \
+                 resume from the one before, or start again without --resume)",
+                path.display(),
+                steps.len()
+            );
+        };
+        self.steps = n as usize;
         Ok(())
     }
 }
@@ -358,5 +369,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("m.y missing"), "{err}");
+        // an empty steps tensor (a damaged checkpoint) is an error naming the file, not a panic
+        let p = dir.path().join("opt.safetensors");
+        let mut t = candle_core::safetensors::load(&p, &Device::Cpu).unwrap();
+        t.insert(
+            "steps".into(),
+            Tensor::new(&[] as &[u32], &Device::Cpu).unwrap(),
+        );
+        candle_core::safetensors::save(&t, &p).unwrap();
+        let w5 = Var::new(after_one.as_slice(), &Device::Cpu).unwrap();
+        let mut e = AdamW::new(vec![("x".into(), w5)], AdamWParams::default()).unwrap();
+        let err = e.load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("opt.safetensors: steps holds 0 values"),
+            "{err}"
+        );
     }
 }

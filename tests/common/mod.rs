@@ -17,19 +17,49 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// `../shared/data/All_Beauty_2018_5core.jsonl`, or None (with a note) on a user's clone without it.
-pub fn shared_reviews() -> Option<PathBuf> {
+/// A test that cannot run here: `SKIPPED: <test>: <why>` on the process's stderr (written past
+/// libtest's capture, which would hide it for a passing test; `make test` counts these lines), or,
+/// under `CI=true`, a failure: CI installs everything the tests need, so a skip there is a bug.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{test} cannot run, and CI=true allows no skips: {why}");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {why}");
+}
+
+/// `../shared/data/All_Beauty_2018_5core.jsonl` when this clone has `../shared` beside it.
+pub fn shared_reviews_file() -> Option<PathBuf> {
     let p =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/All_Beauty_2018_5core.jsonl");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!(
-            "skipping: {} is absent (only developers and CI have ../shared)",
-            p.display()
+    p.is_file().then_some(p)
+}
+
+/// [`shared_reviews_file`] for a test that needs it: `None` is a [`skip`].
+pub fn shared_reviews(test: &str) -> Option<PathBuf> {
+    let p = shared_reviews_file();
+    if p.is_none() {
+        skip(
+            test,
+            "../shared/data/All_Beauty_2018_5core.jsonl is absent (only developers and CI have ../shared)",
         );
-        None
     }
+    p
+}
+
+/// Whether the DuckDB CLI runs; `false` is a [`skip`].
+pub fn duckdb(test: &str) -> bool {
+    let ok = std::process::Command::new("duckdb")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip(
+            test,
+            "the duckdb CLI is not on PATH (make setup installs it)",
+        );
+    }
+    ok
 }
 
 /// A valid review line of the 2023 schema.

@@ -49,10 +49,10 @@ pub struct SynthConfig {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Number of reviews (All_Beauty 2023 has 701,528)
-    #[arg(long, default_value_t = 701_528)]
+    #[arg(long, default_value_t = 701_528, value_parser = crate::cli::count)]
     pub reviews: usize,
     /// Number of items, i.e. parent_asins (All_Beauty 2023 has 112,590)
-    #[arg(long, default_value_t = 112_590)]
+    #[arg(long, default_value_t = 112_590, value_parser = crate::cli::count)]
     pub items: usize,
     /// Write gzip-compressed `.jsonl.gz` files
     #[arg(long)]
