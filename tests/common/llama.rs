@@ -17,8 +17,8 @@ pub struct Llama {
     pub port: u16,
 }
 
-/// The server binary and the model, when `make llm` has put them in place; else a skip of `test`.
-pub fn llama_files(test: &str) -> Option<(PathBuf, PathBuf)> {
+/// The server binary and the model, when `make llm` has put them in place; else why not.
+pub fn llama_files() -> Result<(PathBuf, PathBuf), String> {
     let dir = std::env::var_os("RECSYS_LLM_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -27,16 +27,12 @@ pub fn llama_files(test: &str) -> Option<(PathBuf, PathBuf)> {
     let bin = dir.join("bin/llama-server");
     let model = dir.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     if bin.is_file() && model.is_file() {
-        Some((bin, model))
+        Ok((bin, model))
     } else {
-        super::skip(
-            test,
-            &format!(
-                "no llama-server / SmolLM2 model under {} (`make llm` builds them)",
-                dir.display()
-            ),
-        );
-        None
+        Err(format!(
+            "no llama-server / SmolLM2 model under {} (`make llm` builds them)",
+            dir.display()
+        ))
     }
 }
 
@@ -82,7 +78,7 @@ fn get(port: u16, path: &str) -> Option<u16> {
 impl Llama {
     /// Starts the server with `parallel` slots on a free port and waits until it is ready.
     pub fn start(parallel: usize) -> Llama {
-        let (bin, model) = llama_files("Llama::start").expect("llama_files() first");
+        let (bin, model) = llama_files().expect("llama_files() first");
         Self::start_on(&bin, &model, parallel, free_port())
     }
 
