@@ -93,6 +93,18 @@ pub fn parquet_pending(df: &mut DataFrame, path: &Path) -> Result<AtomicPath> {
     Ok(out)
 }
 
+/// Prints `text` and a newline on stdout. A reader that has gone away (`recsys status | head -1`)
+/// is not an error: the rest is dropped, as other command-line tools do (Rust's default would
+/// panic); any other write error is returned.
+pub fn print_line(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
 /// Reads a whole Parquet file (lazily scanned, collected once).
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     Context::with_context(scan_parquet(path)?.collect(), || {

@@ -370,10 +370,17 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(summary) => {
-            if !cli.quiet {
-                println!("{summary}");
+            let printed = match cli.quiet {
+                true => Ok(()),
+                false => recsys::io::print_line(&summary),
+            };
+            match printed {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing the summary to stdout: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: {e:#}");

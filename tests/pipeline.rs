@@ -130,6 +130,47 @@ fn second_run_runs_nothing_and_a_change_reruns_exactly_what_depends_on_it() {
         vec![StageName::Eval, StageName::Report]
     );
 
+    // A record made by the stage's older code (another CODE_VERSION) or by another recsys:
+    // that stage and what reads its outputs run again, and `recsys status` says why.
+    let rec_path = ctx.layout.pipeline_dir().join("pairs.json");
+    let original = std::fs::read_to_string(&rec_path).unwrap();
+    let mut rec: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let code = rec["code_version"].as_u64().unwrap();
+    rec["code_version"] = (code + 1).into();
+    std::fs::write(&rec_path, rec.to_string()).unwrap();
+    let readers_of_pairs = vec![
+        StageName::Pairs,
+        StageName::TrainRetriever,
+        StageName::Reindex,
+        StageName::RetrieveFinetuned,
+        StageName::TrainRanker,
+        StageName::Rerank,
+        StageName::Eval,
+        StageName::Report,
+    ];
+    assert_eq!(run(&ctx, &file, dry.clone()), readers_of_pairs);
+    let status_text = || {
+        let s = Settings::read(&file).unwrap();
+        pipeline::status(&ctx, &s.config("pipeline", &[]).unwrap(), &s).unwrap()
+    };
+    let why = format!(
+        "pairs: the stage's code changed since (version {} → {code})",
+        code + 1
+    );
+    assert!(status_text().contains(&why), "{}", status_text());
+    rec["code_version"] = code.into();
+    rec["recsys_version"] = "0.0.1".into();
+    std::fs::write(&rec_path, rec.to_string()).unwrap();
+    assert_eq!(run(&ctx, &file, dry.clone()), readers_of_pairs);
+    let why = format!(
+        "pairs: made by recsys 0.0.1, this is recsys {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(status_text().contains(&why), "{}", status_text());
+    // The original record back: only the report, which reads the records, sees a new file.
+    std::fs::write(&rec_path, &original).unwrap();
+    assert_eq!(run(&ctx, &file, dry.clone()), vec![StageName::Report]);
+
     // An input rewritten (the raw metadata, same content, new time) re-runs what reads it and
     // what follows, not what came before.
     std::thread::sleep(Duration::from_millis(20));
@@ -182,6 +223,32 @@ fn a_bad_settings_file_is_refused_before_anything_runs() {
     let e = pipeline::run(&ctx, &PipelineConfig::default(), &s).unwrap_err();
     let e = format!("{e:#}");
     assert!(e.contains("left valid and test empty"), "{e}");
+}
+
+#[test]
+fn an_unreadable_training_record_stops_the_run_and_deletes_nothing() {
+    let (dir, ctx) = common::synth_raw(600, 60);
+    let file = write_settings(dir.path(), &settings_text(10, 5));
+    // What an earlier fine-tuning run left, with its training_args.json damaged.
+    let out = ctx.layout.root.join("models").join("tiny-bert-finetuned");
+    std::fs::create_dir_all(out.join("checkpoint-5")).unwrap();
+    std::fs::write(out.join("training_args.json"), "{\"args\": {\"lr\": ").unwrap();
+    std::fs::write(out.join("checkpoint-5/model.safetensors"), "weights").unwrap();
+    let s = Settings::read(&file).unwrap();
+    let e = pipeline::run(&ctx, &s.config("pipeline", &[]).unwrap(), &s).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains(&format!(
+            "{}: unreadable",
+            out.join("training_args.json").display()
+        )) && e.contains("nothing was deleted"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("checkpoint-5/model.safetensors")).unwrap(),
+        "weights"
+    );
+    assert!(out.join("training_args.json").is_file());
 }
 
 /// Runs the binary's pipeline; with `kill_when`, SIGKILLs it once the predicate holds for a line

@@ -21,6 +21,10 @@ use crate::io::{is_fresh, scan_parquet, thousands, write_parquet};
 use crate::layout::{Layout, Split};
 use crate::llm::LlmArgs;
 
+/// Bumped when a change to this stage's logic changes what it writes: the pipeline's records
+/// made with another version are stale, so the stage runs again.
+pub const CODE_VERSION: u32 = 1;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct BuildItemsConfig {
     /// Review keywords kept per item (the most mentioned first)

@@ -15,6 +15,10 @@ use crate::io::{progress, read_parquet, thousands, write_parquet};
 use crate::layout::Split;
 use crate::llm::{self, Backend, Cache, Job, LlmArgs, Prompt};
 
+/// Bumped when a change to this stage's logic changes what it writes: the pipeline's records
+/// made with another version are stale, so the stage runs again.
+pub const CODE_VERSION: u32 = 1;
+
 /// Bump when the prompt changes: cached answers of another version are not reused.
 pub const PROMPT_VERSION: &str = "keywords-v2";
 

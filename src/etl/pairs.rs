@@ -15,6 +15,10 @@ use crate::io::{scan_parquet, thousands, write_parquet};
 use crate::layout::Split;
 use crate::retrieve::query::{DEFAULT_MAX_KEYWORDS, QueryType, queries};
 
+/// Bumped when a change to this stage's logic changes what it writes: the pipeline's records
+/// made with another version are stale, so the stage runs again.
+pub const CODE_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PairFormat {
     /// query, positive

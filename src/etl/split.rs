@@ -16,6 +16,10 @@ use crate::data::{ReadOptions, read_reviews};
 use crate::io::{AtomicPath, parquet_pending, thousands, utc};
 use crate::layout::Split;
 
+/// Bumped when a change to this stage's logic changes what it writes: the pipeline's records
+/// made with another version are stale, so the stage runs again.
+pub const CODE_VERSION: u32 = 1;
+
 /// The seed's cutoffs (ms since 1970, inclusive).
 pub const DEFAULT_TRAIN_END: i64 = 1_621_867_671_638;
 pub const DEFAULT_VALID_END: i64 = 1_643_212_573_029;

@@ -14,6 +14,10 @@ use crate::data::{ReadOptions, read_meta};
 use crate::io::{progress, thousands, write_parquet};
 use crate::llm::{self, Backend, Cache, Job, LlmArgs, Prompt};
 
+/// Bumped when a change to this stage's logic changes what it writes: the pipeline's records
+/// made with another version are stale, so the stage runs again.
+pub const CODE_VERSION: u32 = 1;
+
 pub const PROMPT_VERSION: &str = "summary-v1";
 
 #[derive(clap::Args, Debug, Clone)]

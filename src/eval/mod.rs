@@ -17,6 +17,10 @@ use crate::layout::Split;
 use crate::metrics::{KS, Metrics};
 use crate::retrieve::{AnnRecall, CandidatesRecord};
 
+/// Bumped when a change to this stage's logic changes what it writes: the pipeline's records
+/// made with another version are stale, so the stage runs again.
+pub const CODE_VERSION: u32 = 1;
+
 /// Which stage(s) `eval` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Stage {

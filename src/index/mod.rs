@@ -31,6 +31,10 @@ use crate::encoder::{self, Embeddings, Encoder, EncoderArgs, ModelInfo};
 
 /// Name of the default item table inside `data/lancedb` (a named index is `items_{name}`).
 pub use crate::layout::TABLE;
+
+/// Bumped when a change to this stage's logic changes what it writes: the pipeline's records
+/// made with another version are stale, so the stage runs again.
+pub const CODE_VERSION: u32 = 1;
 /// Schema-metadata key holding the JSON [`ModelInfo`].
 pub const MODEL_KEY: &str = "recsys.model";
 /// The vector column.

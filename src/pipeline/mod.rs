@@ -192,6 +192,7 @@ pub fn run(ctx: &Ctx, pc: &PipelineConfig, settings: &Settings) -> Result<Pipeli
         } else {
             record::check(
                 rec.as_ref(),
+                st.code_version,
                 &st.settings,
                 &st.inputs,
                 &st.outputs,
@@ -262,7 +263,8 @@ fn run_stage(ctx: &Ctx, st: &Stage) -> Result<f64> {
     let summary = (st.run)(&sctx).with_context(|| format!("stage {}", st.name))?;
     let seconds = t.elapsed().as_secs_f64();
     if !ctx.quiet {
-        println!("{summary}");
+        // The summary is also in the record: a failed print does not fail the stage.
+        let _ = crate::io::print_line(&summary.to_string());
     }
     let rec = Record {
         stage: st.name.as_str(),
@@ -274,6 +276,7 @@ fn run_stage(ctx: &Ctx, st: &Stage) -> Result<f64> {
         peak_rss_bytes: crate::alloc::peak_rss(),
         summary,
         recsys_version: env!("CARGO_PKG_VERSION").to_string(),
+        code_version: st.code_version,
     };
     std::fs::create_dir_all(ctx.layout.pipeline_dir())?;
     crate::io::write_json(&rec_path, &rec)?;
@@ -341,6 +344,7 @@ pub fn status(ctx: &Ctx, pc: &PipelineConfig, settings: &Settings) -> Result<Str
         let rec = record::read(&ctx.layout, &st.name.as_str())?;
         let state = record::check(
             rec.as_ref(),
+            st.code_version,
             &st.settings,
             &st.inputs,
             &st.outputs,

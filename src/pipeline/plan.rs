@@ -20,6 +20,8 @@ type RunFn = Box<dyn Fn(&Ctx) -> Result<String>>;
 /// One stage of a planned run.
 pub struct Stage {
     pub name: StageName,
+    /// The `CODE_VERSION` of the module it runs: a record made with another is stale.
+    pub code_version: u32,
     /// Its effective settings, as compared with the record.
     pub settings: String,
     /// `--index` of the stage's context (the fine-tuned index for the stages after it).
@@ -31,9 +33,11 @@ pub struct Stage {
 
 impl Stage {
     /// A stage that runs `run(ctx, &cfg)`; `cfg` is its settings.
+    #[allow(clippy::too_many_arguments)]
     fn of<C: fmt::Debug + 'static, S: fmt::Display>(
         ctx: &Ctx,
         name: StageName,
+        code_version: u32,
         index: Option<&str>,
         cfg: C,
         inputs: Vec<PathBuf>,
@@ -42,6 +46,7 @@ impl Stage {
     ) -> Stage {
         Stage {
             name,
+            code_version,
             settings: settings_text(ctx, index, &cfg),
             index: index.map(str::to_string),
             inputs,
@@ -118,6 +123,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
     stages.push(Stage::of(
         ctx,
         StageName::Split,
+        etl::split::CODE_VERSION,
         None,
         cfg,
         vec![raw_reviews],
@@ -129,6 +135,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
     stages.push(Stage::of(
         ctx,
         StageName::Keywords,
+        etl::keywords::CODE_VERSION,
         None,
         cfg,
         reviews(&all),
@@ -143,6 +150,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
     stages.push(Stage::of(
         ctx,
         StageName::Summaries,
+        etl::summaries::CODE_VERSION,
         None,
         cfg,
         vec![meta.clone()],
@@ -160,6 +168,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
     stages.push(Stage::of(
         ctx,
         StageName::BuildItems,
+        etl::build_items::CODE_VERSION,
         None,
         cfg,
         inputs,
@@ -172,6 +181,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
     stages.push(Stage::of(
         ctx,
         StageName::Pairs,
+        etl::pairs::CODE_VERSION,
         None,
         cfg,
         inputs,
@@ -184,6 +194,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
     stages.push(Stage::of(
         ctx,
         StageName::Index,
+        index::CODE_VERSION,
         None,
         cfg,
         inputs,
@@ -216,6 +227,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
     stages.push(Stage::of(
         ctx,
         StageName::Retrieve,
+        retrieve::CODE_VERSION,
         None,
         runs,
         inputs,
@@ -249,6 +261,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
         stages.push(Stage::of(
             ctx,
             StageName::TrainRetriever,
+            train::retriever::CODE_VERSION,
             None,
             cfg,
             inputs,
@@ -266,6 +279,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
         stages.push(Stage::of(
             ctx,
             StageName::Reindex,
+            index::CODE_VERSION,
             Some(FINETUNED),
             cfg,
             inputs,
@@ -299,6 +313,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
         stages.push(Stage::of(
             ctx,
             StageName::RetrieveFinetuned,
+            retrieve::CODE_VERSION,
             Some(FINETUNED),
             runs,
             inputs,
@@ -333,6 +348,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
         stages.push(Stage::of(
             ctx,
             StageName::TrainRanker,
+            rank::TRAIN_CODE_VERSION,
             index_name,
             cfg,
             inputs,
@@ -352,6 +368,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
         stages.push(Stage::of(
             ctx,
             StageName::Rerank,
+            rank::RERANK_CODE_VERSION,
             index_name,
             cfg,
             inputs,
@@ -381,6 +398,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
     stages.push(Stage::of(
         ctx,
         StageName::Eval,
+        eval::CODE_VERSION,
         None,
         cfg,
         inputs,
@@ -402,6 +420,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
     stages.push(Stage::of(
         ctx,
         StageName::Report,
+        report::CODE_VERSION,
         None,
         (names, finetuned, settings_file),
         inputs,
@@ -426,8 +445,18 @@ fn stage_retrieve(ctx: &Ctx, runs: &[retrieve::RetrieveConfig]) -> Result<String
 fn stage_train(ctx: &Ctx, cfg: &train::retriever::RetrieverConfig) -> Result<String> {
     let mut cfg = cfg.clone();
     let out = cfg.output.clone().context("the pipeline sets the output")?;
-    if out.join("training_args.json").exists() {
-        let same = same_training(&out, &cfg, ctx.seed).unwrap_or(false);
+    let args = out.join("training_args.json");
+    if args.exists() {
+        // An unreadable record of the run there says nothing about it: stop, delete nothing.
+        let same = same_training(&out, &cfg, ctx.seed).with_context(|| {
+            format!(
+                "{}: unreadable, so whether {} holds this fine-tuning run is unknown; nothing was \
+                 deleted: repair the file, or remove {} to fine-tune afresh",
+                args.display(),
+                out.display(),
+                out.display()
+            )
+        })?;
         let checkpoint = train::checkpoint::checkpoints(&out).is_ok_and(|c| !c.is_empty());
         if same && checkpoint {
             eprintln!(
@@ -455,9 +484,12 @@ fn stage_train(ctx: &Ctx, cfg: &train::retriever::RetrieverConfig) -> Result<Str
 fn same_training(out: &Path, cfg: &train::retriever::RetrieverConfig, seed: u64) -> Result<bool> {
     let raw: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("training_args.json"))?)?;
+    let (Some(args), Some(was_seed)) = (raw.get("args"), raw.get("seed")) else {
+        bail!("no `args` and `seed` in it");
+    };
     let mut now = serde_json::to_value(cfg)?;
     now["resume"] = serde_json::Value::Bool(false);
-    Ok(raw["args"] == now && raw["seed"] == serde_json::json!(seed))
+    Ok(*args == now && *was_seed == serde_json::json!(seed))
 }
 
 #[cfg(test)]

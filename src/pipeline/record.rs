@@ -26,6 +26,10 @@ pub struct Record {
     /// The stage's own summary line(s).
     pub summary: String,
     pub recsys_version: String,
+    /// The stage's code version when it ran (its `CODE_VERSION`; 0 in records from before
+    /// versions were recorded).
+    #[serde(default)]
+    pub code_version: u32,
 }
 
 /// Where a stage's record lives.
@@ -98,6 +102,7 @@ pub enum Freshness {
 /// write (a dry run has not written them yet).
 pub fn check(
     record: Option<&Record>,
+    code_version: u32,
     settings: &str,
     inputs: &[PathBuf],
     outputs: &[PathBuf],
@@ -106,6 +111,19 @@ pub fn check(
     let Some(rec) = record else {
         return Freshness::Stale("no record of a finished run".into());
     };
+    let this = env!("CARGO_PKG_VERSION");
+    if rec.recsys_version != this {
+        return Freshness::Stale(format!(
+            "made by recsys {}, this is recsys {this}",
+            rec.recsys_version
+        ));
+    }
+    if rec.code_version != code_version {
+        return Freshness::Stale(format!(
+            "the stage's code changed since (version {} → {code_version})",
+            rec.code_version
+        ));
+    }
     if rec.settings != settings {
         return Freshness::Stale(format!(
             "settings changed: {}",
@@ -181,12 +199,29 @@ mod tests {
             seconds: 0.0,
             peak_rss_bytes: None,
             summary: String::new(),
-            recsys_version: String::new(),
+            recsys_version: env!("CARGO_PKG_VERSION").into(),
+            code_version: 3,
         };
         let none = HashSet::new();
         let (i, o) = (vec![input.clone()], vec![output.clone()]);
-        let check = |settings: &str, rw: &HashSet<PathBuf>| check(Some(&rec), settings, &i, &o, rw);
+        let check =
+            |settings: &str, rw: &HashSet<PathBuf>| check(Some(&rec), 3, settings, &i, &o, rw);
         assert_eq!(check(&rec.settings, &none), Freshness::UpToDate);
+        assert_eq!(
+            super::check(Some(&rec), 4, &rec.settings, &i, &o, &none),
+            Freshness::Stale("the stage's code changed since (version 3 → 4)".into())
+        );
+        let older = Record {
+            recsys_version: "0.0.9".into(),
+            ..rec.clone()
+        };
+        assert_eq!(
+            super::check(Some(&older), 3, &rec.settings, &i, &o, &none),
+            Freshness::Stale(format!(
+                "made by recsys 0.0.9, this is recsys {}",
+                env!("CARGO_PKG_VERSION")
+            ))
+        );
         let Freshness::Stale(why) = check("top_k: 50,\nann: false,", &none) else {
             panic!()
         };
@@ -201,7 +236,7 @@ mod tests {
         std::fs::write(&input, "aa").unwrap();
         assert!(matches!(check(&rec.settings, &none), Freshness::Stale(w) if w.contains("input")));
         assert!(matches!(
-            super::check(None, "", &i, &o, &none),
+            super::check(None, 3, "", &i, &o, &none),
             Freshness::Stale(_)
         ));
     }

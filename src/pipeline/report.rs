@@ -16,6 +16,10 @@ use crate::io::{thousands, utc};
 use crate::layout::Split;
 use crate::metrics::Metrics;
 
+/// Bumped when a change to this stage's logic changes what it writes: the pipeline's records
+/// made with another version are stale, so the stage runs again.
+pub const CODE_VERSION: u32 = 1;
+
 fn read_json(p: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))

@@ -38,6 +38,13 @@ use crate::metrics::ndcg_at;
 use crate::retrieve::{CandidatesRecord, QuerySettings};
 use features::FEATURES;
 
+/// Bumped when a change to the ranker's training (features included) changes what it writes:
+/// the pipeline's records made with another version are stale, so the stage runs again.
+pub const TRAIN_CODE_VERSION: u32 = 1;
+/// Bumped when a change to re-ranking (features included) changes what it writes: the
+/// pipeline's records made with another version are stale, so the stage runs again.
+pub const RERANK_CODE_VERSION: u32 = 1;
+
 fn xgb_err(e: xgb::XGBError) -> anyhow::Error {
     anyhow::anyhow!("XGBoost: {e}")
 }

@@ -34,6 +34,10 @@ pub use dense::AnnRecall;
 pub use query::{QuerySettings, QueryType};
 pub use stage::{RetrieveConfig, RetrieveSummary, run};
 
+/// Bumped when a change to this stage's logic changes what it writes: the pipeline's records
+/// made with another version are stale, so the stage runs again.
+pub const CODE_VERSION: u32 = 1;
+
 /// `(item, score)` best first: the item is an index into [`Catalog::asins`].
 pub type Ranked = Vec<(u32, f32)>;
 

@@ -37,6 +37,10 @@ use crate::io::{self, thousands, write_json};
 
 pub use super::config::RetrieverConfig;
 
+/// Bumped when a change to this stage's logic changes what it writes: the pipeline's records
+/// made with another version are stale, so the stage runs again.
+pub const CODE_VERSION: u32 = 1;
+
 #[derive(Debug)]
 pub struct TrainSummary {
     pub output: PathBuf,
