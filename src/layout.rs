@@ -12,15 +12,13 @@ pub const TABLE: &str = "items";
 /// --force S`" when a file is missing or damaged); `None` for a file no stage writes.
 pub fn made_by(path: &Path) -> Option<&'static str> {
     let name = path.file_name()?.to_str()?;
-    let in_lance = path.components().any(|c| {
-        c.as_os_str()
-            .to_str()
-            .is_some_and(|s| s.ends_with(".lance"))
+    // A file inside a table, or the table directory itself.
+    let table = path.ancestors().find_map(|p| {
+        let n = p.file_name()?.to_str()?;
+        n.ends_with(".lance").then_some(n)
     });
-    if in_lance || name.ends_with(".lance") {
-        let finetuned = path
-            .components()
-            .any(|c| c.as_os_str() == format!("{TABLE}_finetuned.lance").as_str());
+    if let Some(t) = table {
+        let finetuned = t == format!("{TABLE}_finetuned.lance");
         return Some(if finetuned { "reindex" } else { "index" });
     }
     let stem = name.strip_suffix(".parquet")?;

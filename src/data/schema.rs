@@ -135,11 +135,15 @@ pub fn parse_review(line: &str, file: &Path, line_no: usize) -> Result<Review, I
 
 /// The latest review time accepted: now plus a day (clocks and time zones differ); later is a
 /// typo or a unit error, and would put the review after every time split.
+/// Read once per process: the check runs on every review line.
 fn latest_timestamp() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    now + 86_400_000
+    static LATEST: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *LATEST.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        now + 86_400_000
+    })
 }
 
 const REVIEW_TYPES: &[(&str, &str)] = &[

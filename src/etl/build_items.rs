@@ -129,18 +129,10 @@ fn duplicate_items(meta: &DataFrame, file: &std::path::Path) -> Result<Vec<Strin
             .get(0)
             .unwrap_or("");
         let titles = conflicts.column("titles")?.list()?.get_as_series(0);
+        let titles = titles.as_ref().map(|t| t.str()).transpose()?;
         let shown: Vec<String> = titles
-            .iter()
-            .flat_map(|t| {
-                t.str().ok().map(|c| {
-                    c.iter()
-                        .flatten()
-                        .map(|x| format!("{x:?}"))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .flatten()
-            .take(2)
+            .into_iter()
+            .flat_map(|c| c.iter().flatten().take(2).map(|x| format!("{x:?}")))
             .collect();
         out.push(format!(
             "{} items have different titles on different lines (e.g. {asin}: {}); the first is kept",

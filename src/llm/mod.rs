@@ -103,10 +103,9 @@ impl LlmArgs {
             &url,
             &model,
             self.api_key.clone(),
-            // The flag's parser allows (0, a week]; a library caller gets the same check.
-            crate::cli::seconds(&self.timeout_s.to_string())
-                .map(Duration::from_secs_f64)
-                .map_err(|e| anyhow::anyhow!("timeout_s: {e}"))?,
+            // The flag's parser already refused a bad value; a library caller gets std's check.
+            Duration::try_from_secs_f64(self.timeout_s)
+                .map_err(|e| anyhow::anyhow!("timeout_s {}: {e}", self.timeout_s))?,
             self.retries,
         )
     }
