@@ -105,6 +105,25 @@ pub fn print_line(text: &str) -> std::io::Result<()> {
     }
 }
 
+/// A text column of `df`, row by row (a null is ""): an error names a missing or non-text column.
+pub fn text_column<'a>(df: &'a DataFrame, name: &str) -> Result<Vec<&'a str>> {
+    let c = df
+        .column(name)
+        .map_err(|_| anyhow::anyhow!("column `{name}` missing"))?;
+    let c = c
+        .str()
+        .map_err(|_| anyhow::anyhow!("column `{name}` is {}, not text", c.dtype()))?;
+    Ok(c.iter().map(|v| v.unwrap_or("")).collect())
+}
+
+/// [`text_column`], owned.
+pub fn strings(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    Ok(text_column(df, name)?
+        .into_iter()
+        .map(str::to_string)
+        .collect())
+}
+
 /// Reads a whole Parquet file (lazily scanned, collected once).
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     Context::with_context(scan_parquet(path)?.collect(), || {

@@ -7,7 +7,7 @@ use super::device::DeviceArgs;
 use super::{DEFAULT_MODEL, Pooling};
 
 /// The encoder that builds an index (`index build`).
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct EncoderArgs {
     /// Encoder directory in Hugging Face layout (config.json, tokenizer.json, model.safetensors
     /// or pytorch_model.bin; sentence-transformers modules.json / 1_Pooling when present)
@@ -28,7 +28,7 @@ pub struct EncoderArgs {
 
 /// The encoder that queries an index (`retrieve`, `search`, `train mine-negatives`): the index's
 /// own model unless `--model` names another that embeds the same way.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct QueryEncoderArgs {
     /// Query encoder [default: the model the index was built with]; it must embed like the
     /// index's model

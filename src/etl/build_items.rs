@@ -25,7 +25,7 @@ use crate::llm::LlmArgs;
 /// made with another version are stale, so the stage runs again.
 pub const CODE_VERSION: u32 = 1;
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct BuildItemsConfig {
     /// Review keywords kept per item (the most mentioned first)
     #[arg(long, default_value_t = 30, value_parser = crate::cli::count0)]
@@ -148,15 +148,10 @@ pub fn item_texts(l: &Layout) -> Result<(Vec<String>, Vec<String>)> {
     let items = scan_parquet(&l.items())?
         .select([col(cols::PARENT_ASIN), col(cols::EMBEDDING_TEXT)])
         .collect()?;
-    let strings = |name: &str| -> Result<Vec<String>> {
-        Ok(items
-            .column(name)?
-            .str()?
-            .iter()
-            .map(|s| s.unwrap_or("").to_string())
-            .collect())
-    };
-    Ok((strings(cols::PARENT_ASIN)?, strings(cols::EMBEDDING_TEXT)?))
+    Ok((
+        crate::io::strings(&items, cols::PARENT_ASIN)?,
+        crate::io::strings(&items, cols::EMBEDDING_TEXT)?,
+    ))
 }
 
 /// Runs the missing or stale prerequisites, then merges them into `items.parquet`.

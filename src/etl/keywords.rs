@@ -25,7 +25,8 @@ pub const PROMPT_VERSION: &str = "keywords-v2";
 const SYSTEM: &str = "You extract search keywords from product reviews. Answer with JSON only.";
 
 /// Which splits a stage processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SplitChoice {
     Train,
     Valid,
@@ -44,7 +45,7 @@ impl SplitChoice {
     }
 }
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct KeywordsConfig {
     /// Which split(s) to extract keywords for
     #[arg(long, value_enum, default_value_t = SplitChoice::Train)]
@@ -179,18 +180,8 @@ pub fn run(ctx: &Ctx, cfg: &KeywordsConfig) -> Result<KeywordsSummary> {
         if let Some(n) = cfg.max_items {
             reviews = reviews.head(Some(n));
         }
-        let titles: Vec<&str> = reviews
-            .column(cols::TITLE)?
-            .str()?
-            .iter()
-            .map(|s| s.unwrap_or(""))
-            .collect();
-        let texts: Vec<&str> = reviews
-            .column(cols::TEXT)?
-            .str()?
-            .iter()
-            .map(|s| s.unwrap_or(""))
-            .collect();
+        let titles = crate::io::text_column(&reviews, cols::TITLE)?;
+        let texts = crate::io::text_column(&reviews, cols::TEXT)?;
         let pb = progress(
             reviews.height() as u64,
             &format!("keywords {split}"),

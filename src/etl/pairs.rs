@@ -17,9 +17,10 @@ use crate::retrieve::query::{DEFAULT_MAX_KEYWORDS, QueryType, queries};
 
 /// Bumped when a change to this stage's logic changes what it writes: the pipeline's records
 /// made with another version are stale, so the stage runs again.
-pub const CODE_VERSION: u32 = 1;
+pub const CODE_VERSION: u32 = 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PairFormat {
     /// query, positive
     Pair,
@@ -27,7 +28,7 @@ pub enum PairFormat {
     Triplet,
 }
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct PairsConfig {
     /// What the query of a training row is
     #[arg(long, value_enum, default_value_t = QueryType::Both)]
@@ -120,11 +121,7 @@ pub fn run(ctx: &Ctx, cfg: &PairsConfig) -> Result<PairsSummary> {
             cols::REVIEW_ID,
         ])?;
     if cfg.format == PairFormat::Triplet {
-        let asins: Vec<&str> = item_table
-            .column(cols::PARENT_ASIN)?
-            .str()?
-            .no_null_iter()
-            .collect();
+        let asins = crate::io::text_column(&item_table, cols::PARENT_ASIN)?;
         let texts: Vec<Option<&str>> = item_table
             .column(cols::EMBEDDING_TEXT)?
             .str()?
@@ -153,7 +150,10 @@ pub fn run(ctx: &Ctx, cfg: &PairsConfig) -> Result<PairsSummary> {
         out.with_column(Column::new(cols::NEGATIVE_PARENT_ASIN.into(), neg_asin))?;
     }
     let types = out.column(cols::QUERY_TYPE)?.str()?.clone();
-    summary.keyword_rows = types.iter().filter(|t| *t == Some("keywords")).count();
+    summary.keyword_rows = types
+        .iter()
+        .filter(|t| *t == Some(QueryType::Keywords.as_str()))
+        .count();
     summary.review_text_rows = out.height() - summary.keyword_rows;
     summary.rows = out.height();
     write_parquet(&mut out, &l.training_pairs())?;

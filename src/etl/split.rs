@@ -24,7 +24,7 @@ pub const CODE_VERSION: u32 = 1;
 pub const DEFAULT_TRAIN_END: i64 = 1_621_867_671_638;
 pub const DEFAULT_VALID_END: i64 = 1_643_212_573_029;
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct SplitConfig {
     /// Last timestamp of the train split, in ms since 1970 (inclusive)
     #[arg(long, default_value_t = DEFAULT_TRAIN_END, value_parser = crate::cli::millis)]

@@ -20,7 +20,7 @@ pub const CODE_VERSION: u32 = 1;
 
 pub const PROMPT_VERSION: &str = "summary-v1";
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct SummariesConfig {
     #[command(flatten)]
     pub llm: LlmArgs,
@@ -115,16 +115,8 @@ pub fn run(ctx: &Ctx, cfg: &SummariesConfig) -> Result<SummariesSummary> {
         Some(n) => long.head(Some(n)),
         None => long,
     };
-    let asins: Vec<&str> = long
-        .column(cols::PARENT_ASIN)?
-        .str()?
-        .no_null_iter()
-        .collect();
-    let descriptions: Vec<&str> = long
-        .column(cols::DESCRIPTION)?
-        .str()?
-        .no_null_iter()
-        .collect();
+    let asins = crate::io::text_column(&long, cols::PARENT_ASIN)?;
+    let descriptions = crate::io::text_column(&long, cols::DESCRIPTION)?;
     let mut summary = SummariesSummary {
         backend: cfg.llm.backend,
         items: n_items,

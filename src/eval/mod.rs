@@ -22,7 +22,8 @@ use crate::retrieve::{AnnRecall, CandidatesRecord};
 pub const CODE_VERSION: u32 = 1;
 
 /// Which stage(s) `eval` reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Stage {
     /// Both tables (stage 2 when reranked_{split}.parquet exists)
     #[default]
@@ -34,7 +35,7 @@ pub enum Stage {
 }
 
 /// `recsys eval`
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct EvalConfig {
     /// Split whose candidate files are scored (every candidates_{split}*.parquet)
     #[arg(long, value_enum, default_value_t = Split::Test)]

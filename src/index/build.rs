@@ -16,7 +16,7 @@ use crate::encoder::{self, Encoder, EncoderArgs, ModelInfo};
 use crate::io::{self, thousands};
 
 /// `recsys index build`
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args, serde::Serialize)]
 pub struct IndexBuildConfig {
     #[command(flatten)]
     pub encoder: EncoderArgs,

@@ -47,7 +47,7 @@ impl Backend {
 }
 
 /// LLM flags shared by `etl keywords` and `etl summaries`.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct LlmArgs {
     /// offline (built-in extractor), ollama, or openai (any OpenAI-compatible server)
     #[arg(long, value_enum, default_value_t = Backend::Offline)]
@@ -69,6 +69,8 @@ pub struct LlmArgs {
     pub timeout_s: f64,
     /// Bearer token for OpenAI-compatible servers that want one
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    // A secret: never written to a record (the pipeline's records are on disk).
+    #[serde(skip_serializing)]
     pub api_key: Option<String>,
     /// Do not ask for structured output (a JSON schema as `response_format` / Ollama `format`);
     /// for servers that reject it. Replies are then parsed tolerantly.

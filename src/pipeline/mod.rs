@@ -9,9 +9,11 @@
 //! output or none, never half of one, and no record: the next run starts at that stage
 //! (fine-tuning continues from its last checkpoint).
 
+mod finetune;
 mod plan;
 mod record;
 pub mod report;
+pub mod stages;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -25,94 +27,10 @@ use crate::context::Ctx;
 use crate::etl::split::SplitSummary;
 use crate::io::thousands;
 use crate::layout::Split;
-use crate::retrieve::RetrieverKind;
 
 pub use plan::{FINETUNED, Stage, plan};
 pub use record::{Freshness, Record};
-
-/// The stages, in the order they run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
-pub enum StageName {
-    /// Time split of the raw reviews
-    Split,
-    /// Keywords of every split's reviews
-    Keywords,
-    /// Summaries of long item descriptions
-    Summaries,
-    /// The item table with its embedding_text
-    BuildItems,
-    /// Fine-tuning pairs from TRAIN reviews
-    Pairs,
-    /// The item index with the base model
-    Index,
-    /// Stage 1 with the base model (valid, test) and the baselines (test)
-    Retrieve,
-    /// Fine-tuning of the encoder
-    TrainRetriever,
-    /// The item index with the fine-tuned model (table items_finetuned)
-    Reindex,
-    /// Stage 1 with the fine-tuned model (valid, test)
-    RetrieveFinetuned,
-    /// The XGBoost re-ranker
-    TrainRanker,
-    /// Re-ranking of the test candidates
-    Rerank,
-    /// Metrics of every test candidates file
-    Eval,
-    /// evaluation/report.md
-    Report,
-}
-
-impl StageName {
-    pub fn as_str(self) -> String {
-        clap::ValueEnum::to_possible_value(&self)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
-    }
-}
-
-impl fmt::Display for StageName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.as_str())
-    }
-}
-
-/// `recsys pipeline`
-#[derive(clap::Args, Debug, Clone)]
-pub struct PipelineConfig {
-    /// Start at this stage: earlier ones are taken as they are, even when stale
-    #[arg(long, value_enum)]
-    pub from: Option<StageName>,
-    /// Stop after this stage
-    #[arg(long, value_enum)]
-    pub to: Option<StageName>,
-    /// Run these stages even when up to date (comma-separated); stages reading their outputs
-    /// follow
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub force: Vec<StageName>,
-    /// Print what would run and why; run nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Stage-1 baselines retrieved on TEST beside the dense model (comma-separated)
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "bm25,popularity"
-    )]
-    pub baselines: Vec<RetrieverKind>,
-    /// No fine-tuning (train-retriever, reindex, retrieve-finetuned): the re-ranker takes the base
-    /// model's candidates
-    #[arg(long)]
-    pub no_finetune: bool,
-    /// No re-ranker (train-ranker, rerank)
-    #[arg(long)]
-    pub no_ranker: bool,
-    /// Truncate item texts of the re-index to this many tokens [default: as [index] max_length]
-    #[arg(long, value_parser = crate::cli::tokens)]
-    pub reindex_max_length: Option<usize>,
-}
-crate::cli::clap_default!(PipelineConfig);
+pub use stages::{PipelineConfig, StageName};
 
 /// One stage's outcome in a run.
 #[derive(Debug, Clone)]
@@ -190,14 +108,7 @@ pub fn run(ctx: &Ctx, pc: &PipelineConfig, settings: &Settings) -> Result<Pipeli
         let state = if force.contains(&st.name) {
             Freshness::Stale("--force".into())
         } else {
-            record::check(
-                rec.as_ref(),
-                st.code_version,
-                &st.settings,
-                &st.inputs,
-                &st.outputs,
-                &rewritten,
-            )
+            st.check(rec.as_ref(), &rewritten)
         };
         let Freshness::Stale(why) = state else {
             let when = rec.as_ref().map_or(String::new(), |r| {
@@ -342,14 +253,7 @@ pub fn status(ctx: &Ctx, pc: &PipelineConfig, settings: &Settings) -> Result<Str
     let mut rewritten = HashSet::new();
     for st in &stages {
         let rec = record::read(&ctx.layout, &st.name.as_str())?;
-        let state = record::check(
-            rec.as_ref(),
-            st.code_version,
-            &st.settings,
-            &st.inputs,
-            &st.outputs,
-            &rewritten,
-        );
+        let state = st.check(rec.as_ref(), &rewritten);
         let label = match &state {
             Freshness::UpToDate => "up to date".to_string(),
             Freshness::Stale(why) => {

@@ -281,17 +281,8 @@ fn frac((a, b): (usize, usize)) -> String {
 
 /// (step, valid Recall@10) of a fine-tuning run's metrics.jsonl.
 fn training_points(dir: &Path) -> Result<Vec<(f64, f64)>> {
-    let p = dir.join("metrics.jsonl");
-    let Ok(text) = std::fs::read_to_string(&p) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}: not JSON lines", p.display()))?;
-        if let (Some(s), Some(r)) = (v["step"].as_f64(), v["valid_recall_at_10"].as_f64()) {
-            out.push((s, r));
-        }
-    }
-    Ok(out)
+    Ok(crate::train::checkpoint::read_metrics(dir)?
+        .iter()
+        .map(|m| (m.step as f64, m.valid_recall_at_10))
+        .collect())
 }

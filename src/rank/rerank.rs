@@ -9,8 +9,9 @@ use anyhow::{Context, Result, bail};
 use polars::prelude::*;
 use xgb::Booster;
 
+use super::booster::{dmatrix, xgb_err};
 use super::features::{self, FEATURES};
-use super::{RankerInfo, candidates_path, dmatrix, xgb_err};
+use super::{RankerInfo, candidates_path};
 use crate::cols::{self, RERANK_RANK, RERANK_SCORE};
 use crate::context::Ctx;
 use crate::index::ItemIndex;
@@ -18,7 +19,7 @@ use crate::io::{self, thousands};
 use crate::layout::{self, MODELS_DIR, Split};
 use crate::retrieve::rank_order;
 
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct RerankConfig {
     /// Split whose candidates are re-ranked
     #[arg(long, value_enum, default_value_t = Split::Test)]

@@ -36,7 +36,7 @@ pub use stage::{RetrieveConfig, RetrieveSummary, run};
 
 /// Bumped when a change to this stage's logic changes what it writes: the pipeline's records
 /// made with another version are stale, so the stage runs again.
-pub const CODE_VERSION: u32 = 1;
+pub const CODE_VERSION: u32 = 2;
 
 /// `(item, score)` best first: the item is an index into [`Catalog::asins`].
 pub type Ranked = Vec<(u32, f32)>;
@@ -68,7 +68,8 @@ pub trait Retriever {
 }
 
 /// The retrievers of `recsys retrieve --retriever`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RetrieverKind {
     /// Encoder vectors, exact inner product (cosine) over all items
     #[default]
@@ -178,7 +179,7 @@ impl Catalog {
 /// read by `eval` (the ANN recall) and the re-ranker (the query settings).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CandidatesRecord {
-    pub retriever: String,
+    pub retriever: RetrieverKind,
     pub model: String,
     pub top_k: usize,
     pub query: QuerySettings,

@@ -28,6 +28,18 @@ pub enum QueryType {
     Both,
 }
 
+impl QueryType {
+    /// The name a query type has everywhere: flags, settings, records and the `query_type`
+    /// column of candidates and pairs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryType::Keywords => "keywords",
+            QueryType::ReviewText => "review-text",
+            QueryType::Both => "both",
+        }
+    }
+}
+
 /// How a review becomes one query (`retrieve` and everything that reads its candidates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
 pub struct QuerySettings {
@@ -79,7 +91,7 @@ pub fn queries(
                 .strip_chars(lit(NULL))
                 .alias(cols::QUERY),
         );
-        sel.push(lit("review_text").alias(cols::QUERY_TYPE));
+        sel.push(lit(QueryType::ReviewText.as_str()).alias(cols::QUERY_TYPE));
         parts.push(scan_parquet(&l.reviews(split))?.select(sel));
     }
     if query_type != QueryType::ReviewText {
@@ -96,7 +108,7 @@ pub fn queries(
                 .otherwise(joined)
                 .alias(cols::QUERY),
         );
-        sel.push(lit("keywords").alias(cols::QUERY_TYPE));
+        sel.push(lit(QueryType::Keywords.as_str()).alias(cols::QUERY_TYPE));
         parts.push(scan_parquet(&l.keywords(split))?.select(sel));
     }
     Ok(concat(parts, UnionArgs::default())?)
@@ -112,4 +124,20 @@ pub fn sample_indices(len: usize, n: usize, seed: u64) -> Vec<usize> {
         idx.sort_unstable();
     }
     idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One spelling per query type: the flag value, the serde name and the Parquet value.
+    #[test]
+    fn a_query_type_has_one_name() {
+        for &t in <QueryType as clap::ValueEnum>::value_variants() {
+            let flag = clap::ValueEnum::to_possible_value(&t).unwrap();
+            let serde = serde_json::to_value(t).unwrap();
+            assert_eq!(flag.get_name(), t.as_str());
+            assert_eq!(serde, serde_json::json!(t.as_str()));
+        }
+    }
 }

@@ -19,7 +19,7 @@ use crate::index::{AnnParams, ItemIndex};
 use crate::io::{self, thousands};
 use crate::layout::Split;
 
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct RetrieveConfig {
     /// Split whose reviews are the queries
     #[arg(long, value_enum, default_value_t = Split::Test)]
@@ -204,7 +204,7 @@ pub fn run(ctx: &Ctx, cfg: &RetrieveConfig) -> Result<RetrieveSummary> {
     let mut df = candidates_frame(&queries, &lists, &items.asins, retriever.name(), &model)?;
     io::write_parquet(&mut df, &out)?;
     let record = CandidatesRecord {
-        retriever: retriever.name().to_string(),
+        retriever: cfg.retriever,
         model: model.clone(),
         top_k: cfg.top_k,
         query: cfg.query,

@@ -10,9 +10,71 @@ use anyhow::{Context, Result, bail};
 use super::config::RetrieverConfig;
 use super::optim::AdamW;
 use super::state::{EvalPoint, TrainerState};
-use crate::encoder::{Encoder, ModelInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::{Encoder, ModelInfo, RuntimeInfo};
 use crate::io::{self, write_json};
 use crate::layout::{self, MODELS_DIR};
+
+/// `training_args.json`: how a run was started (written once, read by `--resume` and by the
+/// pipeline to tell whether a run directory holds the run it would start).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainingArgs {
+    pub recsys_version: String,
+    pub args: RetrieverConfig,
+    pub seed: u64,
+    pub base_model: ModelInfo,
+    pub runtime: RuntimeInfo,
+    pub pairs: PathBuf,
+    pub pairs_rows: usize,
+    pub data_dir: PathBuf,
+    pub effective_max_query_len: usize,
+    pub effective_max_doc_len: usize,
+    pub total_steps: usize,
+    pub warmup_steps: usize,
+    /// RFC 3339, local time.
+    pub started: String,
+}
+
+impl TrainingArgs {
+    /// The record of the run in `output`, or an error naming the file and what is wrong.
+    pub fn read(output: &Path) -> Result<TrainingArgs> {
+        let p = output.join("training_args.json");
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a training_args.json record", p.display()))
+    }
+}
+
+/// One line of `metrics.jsonl`: an evaluation on the VALID sample during fine-tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsLine {
+    pub step: usize,
+    /// Mean training loss since the last line (`None` before the first step).
+    pub train_loss: Option<f64>,
+    pub lr: f64,
+    pub valid_recall_at_10: f64,
+    pub valid_mrr: f64,
+    /// RFC 3339, local time.
+    pub time: String,
+}
+
+/// The lines of a run's `metrics.jsonl` (none when it has no file).
+pub fn read_metrics(output: &Path) -> Result<Vec<MetricsLine>> {
+    let p = output.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&p) else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{} line {}: not a metrics line", p.display(), i + 1))
+        })
+        .collect()
+}
 
 /// The effective configuration, output directory and seed: a fresh run's own, or on `--resume`
 /// the interrupted run's (from its training_args.json).
@@ -43,16 +105,9 @@ pub(super) fn resolve_run(
             format!("--resume: no {MODELS_DIR}/*-finetuned-*/ with a checkpoint; pass --output DIR")
         })?,
     };
-    let args = output.join("training_args.json");
-    let raw: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&args)
-            .with_context(|| format!("--resume: reading {}", args.display()))?,
-    )
-    .with_context(|| format!("{}: not JSON", args.display()))?;
-    let mut cfg: RetrieverConfig = serde_json::from_value(raw["args"].clone())
-        .with_context(|| format!("{}: `args` is not a training configuration", args.display()))?;
-    let base: ModelInfo = serde_json::from_value(raw["base_model"].clone())
-        .with_context(|| format!("{}: `base_model` missing", args.display()))?;
+    let rec = TrainingArgs::read(&output).context("--resume")?;
+    let mut cfg = rec.args.clone();
+    let base = rec.base_model;
     let weights = crate::encoder::ModelFiles::find(&cfg.base_model)?.weights;
     anyhow::ensure!(
         crate::encoder::hash_file(&weights)? == base.weights_blake3,
@@ -72,17 +127,15 @@ pub(super) fn resolve_run(
     cfg.output = Some(output.clone());
     cfg.halt_after = cli.halt_after;
     cfg.inject_nonfinite_at = cli.inject_nonfinite_at;
-    let started_on = raw["data_dir"].as_str().unwrap_or_default();
     anyhow::ensure!(
-        Path::new(started_on) == data_dir,
-        "--resume: the run in {} trained on --data-dir {started_on}, not {}",
+        rec.data_dir == data_dir,
+        "--resume: the run in {} trained on --data-dir {}, not {}",
         output.display(),
+        rec.data_dir.display(),
         data_dir.display()
     );
     // the run's own seed: the batches and the evaluation sample must be the same ones
-    let seed = raw["seed"]
-        .as_u64()
-        .with_context(|| format!("{}: `seed` missing", args.display()))?;
+    let seed = rec.seed;
     Ok((cfg, output, seed))
 }
 
@@ -169,13 +222,13 @@ pub(super) fn log_metrics(output: &Path, e: &EvalPoint, loss: Option<f64>, lr: f
         .append(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let line = serde_json::json!({
-        "step": e.step,
-        "train_loss": loss,
-        "lr": lr,
-        "valid_recall_at_10": e.recall_at_10,
-        "valid_mrr": e.mrr,
-        "time": chrono::Local::now().to_rfc3339(),
-    });
+    let line = serde_json::to_string(&MetricsLine {
+        step: e.step,
+        train_loss: loss,
+        lr,
+        valid_recall_at_10: e.recall_at_10,
+        valid_mrr: e.mrr,
+        time: chrono::Local::now().to_rfc3339(),
+    })?;
     writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
 }

@@ -113,14 +113,7 @@ pub fn run(ctx: &Ctx, cfg: &MineConfig) -> Result<MineSummary> {
         df = df.take(&IdxCa::from_vec(PlSmallStr::EMPTY, idx))?;
     }
     let str_col = |name: &str| -> Result<Vec<String>> {
-        let c = df
-            .column(name)
-            .map_err(|_| anyhow::anyhow!("{}: column `{name}` missing", input.display()))?;
-        Ok(c.str()
-            .map_err(|_| anyhow::anyhow!("{}: column `{name}` is not text", input.display()))?
-            .iter()
-            .map(|s| s.unwrap_or("").to_string())
-            .collect())
+        crate::io::strings(&df, name).with_context(|| input.display().to_string())
     };
     let queries = str_col(cols::QUERY)?;
     let targets = str_col(cols::PARENT_ASIN)?;

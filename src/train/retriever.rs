@@ -22,7 +22,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::checkpoint::{
-    checkpoints, last_checkpoint, log_metrics, resolve_run, save_checkpoint, truncate_metrics,
+    TrainingArgs, checkpoints, last_checkpoint, log_metrics, resolve_run, save_checkpoint,
+    truncate_metrics,
 };
 use super::evaluate::{eval_set, evaluate};
 use super::loss;
@@ -226,21 +227,21 @@ pub fn run(ctx: &Ctx, cli: &RetrieverConfig) -> Result<TrainSummary> {
             .with_context(|| format!("creating {}", output.display()))?;
         write_json(
             &output.join("training_args.json"),
-            &serde_json::json!({
-                "recsys_version": env!("CARGO_PKG_VERSION"),
-                "args": &cfg,
-                "seed": seed,
-                "base_model": &enc.info,
-                "runtime": enc.runtime.info(),
-                "pairs": pairs_path,
-                "pairs_rows": rows.queries.len(),
-                "data_dir": ctx.layout.root,
-                "effective_max_query_len": q_len,
-                "effective_max_doc_len": d_len,
-                "total_steps": total_steps,
-                "warmup_steps": warmup,
-                "started": chrono::Local::now().to_rfc3339(),
-            }),
+            &TrainingArgs {
+                recsys_version: env!("CARGO_PKG_VERSION").to_string(),
+                args: cfg.clone(),
+                seed,
+                base_model: enc.info.clone(),
+                runtime: enc.runtime.info(),
+                pairs: pairs_path.clone(),
+                pairs_rows: rows.queries.len(),
+                data_dir: ctx.layout.root.clone(),
+                effective_max_query_len: q_len,
+                effective_max_doc_len: d_len,
+                total_steps,
+                warmup_steps: warmup,
+                started: chrono::Local::now().to_rfc3339(),
+            },
         )?;
         let _ = std::fs::remove_file(output.join("metrics.jsonl"));
         if let Some(es) = &eval_set {

@@ -143,13 +143,16 @@ impl CustomOp2 for Attention {
 
     fn cpu_fwd(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
+        qkv_data: &CpuStorage,
+        qkv_layout: &Layout,
+        bias_data: &CpuStorage,
+        bias_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (qkv, bias) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
-        let (b, t, h3) = l1.shape().dims3()?;
+        let (qkv, bias) = (
+            slice(qkv_data, qkv_layout, self.name())?,
+            slice(bias_data, bias_layout, self.name())?,
+        );
+        let (b, t, h3) = qkv_layout.shape().dims3()?;
         let (out, probs) = self.run(qkv, bias, (b, t, h3 / 3), self.keep);
         if self.keep {
             *self.probs.lock().expect("no panics while held") = Some(probs);

@@ -130,19 +130,28 @@ impl CustomOp3 for Linear {
 
     fn cpu_fwd(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
+        x_data: &CpuStorage,
+        x_layout: &Layout,
+        w_data: &CpuStorage,
+        w_layout: &Layout,
+        b_data: &CpuStorage,
+        b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, self.name())?;
-        let (w, b) = (slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
-        let (m, k) = l1.shape().dims2()?;
-        let (n, k2) = l2.shape().dims2()?;
+        let x = slice(x_data, x_layout, self.name())?;
+        let (w, b) = (
+            slice(w_data, w_layout, self.name())?,
+            slice(b_data, b_layout, self.name())?,
+        );
+        let (m, k) = x_layout.shape().dims2()?;
+        let (n, k2) = w_layout.shape().dims2()?;
         if k != k2 || b.len() != n {
-            candle_core::bail!("{}: shapes {:?} {:?} {:?}", self.name(), l1, l2, l3);
+            candle_core::bail!(
+                "{}: shapes {:?} {:?} {:?}",
+                self.name(),
+                x_layout,
+                w_layout,
+                b_layout
+            );
         }
         let (y, z) = self.run(x, w, b, m, self.keep);
         *self.z.lock().expect("no panics while held") = z;

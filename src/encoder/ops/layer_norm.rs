@@ -129,25 +129,28 @@ impl CustomOp3 for LayerNorm {
 
     fn cpu_fwd(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
+        x_data: &CpuStorage,
+        x_layout: &Layout,
+        res_data: &CpuStorage,
+        res_layout: &Layout,
+        wb_data: &CpuStorage,
+        wb_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, r) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
-        let wb = slice(s3, l3, self.name())?;
+        let (x, r) = (
+            slice(x_data, x_layout, self.name())?,
+            slice(res_data, res_layout, self.name())?,
+        );
+        let wb = slice(wb_data, wb_layout, self.name())?;
         let n = wb.len() / 2;
         let (w, b) = wb.split_at(n);
-        if l1.dims().last() != Some(&n) || r.len() != x.len() {
+        if x_layout.dims().last() != Some(&n) || r.len() != x.len() {
             candle_core::bail!("{}: weight and bias must match the last dim", self.name());
         }
         let r = if self.residual { r } else { &[] };
         let y = map_rows(x, n, r, if self.residual { n } else { 0 }, |y, x, r| {
             layer_norm_rows(y, x, r, w, b, self.eps)
         });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok((CpuStorage::F32(y), x_layout.shape().clone()))
     }
 
     fn bwd(
