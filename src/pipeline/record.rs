@@ -13,7 +13,8 @@ use crate::layout::Layout;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub stage: String,
-    /// The stage's effective settings (its configs, pretty-printed) and the global ones.
+    /// The stage's effective settings: its config's serde form and the globals, as pretty JSON
+    /// (secrets are never serialized).
     pub settings: String,
     /// Input path → signature when the stage started.
     pub inputs: BTreeMap<String, String>,
