@@ -387,3 +387,44 @@ fn descriptions_without_summary_are_cut_at_a_word_boundary() {
         "{text}"
     );
 }
+
+/// `recsys etl build-items` run alone makes the split it needs with the settings file's
+/// `[split]`, not the default cut-off dates: its TRAIN split equals `etl split --quantiles` run
+/// on its own.
+#[test]
+fn build_items_alone_honours_the_settings_files_split() {
+    let (dir, ctx) = synth_raw(600, 60);
+    let settings = dir.path().join("recsys.toml");
+    std::fs::write(&settings, "[split]\nquantiles = [0.5, 0.75]\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recsys"))
+        .arg("--config")
+        .arg(&settings)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--quiet", "etl", "build-items"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(ctx.layout.items().is_file());
+
+    let (ref_dir, ref_ctx) = synth_raw(600, 60);
+    split::run(
+        &ref_ctx,
+        &SplitConfig {
+            quantiles: Some(vec![0.5, 0.75]),
+            ..SplitConfig::default()
+        },
+    )
+    .unwrap();
+    for s in Split::ALL {
+        let a = read_parquet(&ctx.layout.reviews(s)).unwrap();
+        let b = read_parquet(&ref_ctx.layout.reviews(s)).unwrap();
+        assert!(a.height() > 0, "{s} is empty");
+        assert!(
+            a.equals_missing(&b),
+            "{s} differs from etl split --quantiles 0.5,0.75"
+        );
+    }
+    drop(ref_dir);
+}

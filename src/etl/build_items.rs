@@ -3,7 +3,8 @@
 //! One row per `parent_asin` of the metadata. Review keywords come from TRAIN reviews only
 //! (ranked by how many reviews mention them); `embedding_text` follows the seed:
 //! `[Title] … [Review Keywords] kw1, kw2, … [Description Summary] … [Features] f1, f2, …`,
-//! leaving out empty sections. Missing inputs (split, keywords, summaries) are built first;
+//! leaving out empty sections. Missing inputs (split, keywords, summaries) are built first, with
+//! the settings file's `[split]`, `[keywords]` and `[summaries]` when run from the command line;
 //! a step whose outputs are newer than its inputs is skipped (and says so), `--force` re-runs.
 
 use std::time::{Duration, Instant};
@@ -154,8 +155,25 @@ pub fn item_texts(l: &Layout) -> Result<(Vec<String>, Vec<String>)> {
     ))
 }
 
-/// Runs the missing or stale prerequisites, then merges them into `items.parquet`.
+/// The settings of the steps `build-items` runs first when their outputs are missing or older
+/// than their inputs: the command line takes them from the settings file's `[split]`,
+/// `[keywords]` and `[summaries]` (as the pipeline does), a library caller from wherever it likes.
+#[derive(Debug, Clone, Default)]
+pub struct Upstream {
+    pub split: SplitConfig,
+    pub keywords: KeywordsConfig,
+    pub summaries: SummariesConfig,
+}
+
+/// Runs the missing or stale prerequisites with their default settings, then merges them into
+/// `items.parquet`.
 pub fn run(ctx: &Ctx, cfg: &BuildItemsConfig) -> Result<BuildItemsSummary> {
+    run_with(ctx, cfg, &Upstream::default())
+}
+
+/// Runs the missing or stale prerequisites with `up`'s settings (`--skip-bad-lines` and the LLM
+/// backend of `cfg` win), then merges them into `items.parquet`.
+pub fn run_with(ctx: &Ctx, cfg: &BuildItemsConfig, up: &Upstream) -> Result<BuildItemsSummary> {
     let start = Instant::now();
     let l = &ctx.layout;
     let mut summary = BuildItemsSummary::default();
@@ -165,8 +183,8 @@ pub fn run(ctx: &Ctx, cfg: &BuildItemsConfig) -> Result<BuildItemsSummary> {
     let splits: Vec<_> = Split::ALL.iter().map(|s| l.reviews(*s)).collect();
     if cfg.force || !is_fresh(&splits, std::slice::from_ref(&raw_reviews)) {
         let cfg = SplitConfig {
-            skip_bad_lines: cfg.skip_bad_lines,
-            ..SplitConfig::default()
+            skip_bad_lines: cfg.skip_bad_lines || up.split.skip_bad_lines,
+            ..up.split.clone()
         };
         summary.steps.push(split::run(ctx, &cfg)?.to_string());
     } else {
@@ -177,7 +195,7 @@ pub fn run(ctx: &Ctx, cfg: &BuildItemsConfig) -> Result<BuildItemsSummary> {
         let kcfg = KeywordsConfig {
             split: SplitChoice::Train,
             llm: cfg.llm.clone(),
-            ..KeywordsConfig::default()
+            ..up.keywords.clone()
         };
         summary.steps.push(keywords::run(ctx, &kcfg)?.to_string());
     } else {
@@ -187,8 +205,8 @@ pub fn run(ctx: &Ctx, cfg: &BuildItemsConfig) -> Result<BuildItemsSummary> {
     if cfg.force || !is_fresh(&[l.summaries()], std::slice::from_ref(&raw_meta)) {
         let scfg = SummariesConfig {
             llm: cfg.llm.clone(),
-            skip_bad_lines: cfg.skip_bad_lines,
-            ..SummariesConfig::default()
+            skip_bad_lines: cfg.skip_bad_lines || up.summaries.skip_bad_lines,
+            ..up.summaries.clone()
         };
         summary.steps.push(summaries::run(ctx, &scfg)?.to_string());
     } else {
