@@ -336,15 +336,9 @@ fn main() -> ExitCode {
         Command::Etl(EtlCommand::Summaries(cfg)) => {
             summaries::run(&ctx, cfg).map(|s| s.to_string())
         }
-        Command::Etl(EtlCommand::BuildItems(cfg)) => (|| {
-            let up = build_items::Upstream {
-                split: settings.config("split", &[])?,
-                keywords: settings.config("keywords", &[])?,
-                summaries: settings.config("summaries", &[])?,
-            };
-            build_items::run_with(&ctx, cfg, &up)
-        })()
-        .map(|s| s.to_string()),
+        Command::Etl(EtlCommand::BuildItems(cfg)) => pipeline::build_items_upstream(&settings)
+            .and_then(|up| build_items::run_with(&ctx, cfg, &up))
+            .map(|s| s.to_string()),
         Command::Index(IndexCommand::Build(cfg)) => index::build(&ctx, cfg).map(|s| s.to_string()),
         Command::Search(cfg) => index::search(&ctx, cfg).map(|s| s.to_string()),
         Command::Train(TrainCommand::Pairs(cfg)) => pairs::run(&ctx, cfg).map(|s| s.to_string()),

@@ -28,7 +28,7 @@ use crate::etl::split::SplitSummary;
 use crate::io::thousands;
 use crate::layout::Split;
 
-pub use plan::{FINETUNED, Stage, plan};
+pub use plan::{FINETUNED, Stage, build_items_upstream, plan};
 pub use record::{Freshness, Record};
 pub use stages::{PipelineConfig, StageName};
 

@@ -179,6 +179,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
     );
 
     let cfg: etl::build_items::BuildItemsConfig = s.config("build_items", &[])?;
+    let up = build_items_upstream(s)?;
     let inputs = vec![
         l.reviews(Split::Train),
         l.keywords(Split::Train),
@@ -190,7 +191,7 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
             StageName::BuildItems,
             etl::build_items::CODE_VERSION,
             cfg,
-            etl::build_items::run,
+            move |c, cfg| etl::build_items::run_with(c, cfg, &up),
         )?
         .reads(inputs)
         .writes(vec![l.items()]),
@@ -442,6 +443,16 @@ pub fn plan(ctx: &Ctx, pc: &PipelineConfig, s: &Settings) -> Result<Vec<Stage>> 
         st.settings = settings_text(ctx, st.index.as_deref(), &st.config)?;
     }
     Ok(stages)
+}
+
+/// The settings `etl build-items` makes its missing prerequisites with: the settings file's, as
+/// the pipeline's own stages use them (from the pipeline and from `recsys etl build-items` alone).
+pub fn build_items_upstream(s: &Settings) -> Result<etl::build_items::Upstream> {
+    Ok(etl::build_items::Upstream {
+        split: s.config("split", &[])?,
+        keywords: s.config("keywords", &[])?,
+        summaries: s.config("summaries", &[])?,
+    })
 }
 
 fn stage_retrieve(ctx: &Ctx, runs: &[retrieve::RetrieveConfig]) -> Result<String> {
